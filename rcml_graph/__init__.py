@@ -1,0 +1,3 @@
+"""rcml_graph: relation-conditioned multimodal representation learning on product graphs."""
+
+__version__ = "0.1.0"
