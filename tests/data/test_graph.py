@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+
+from rcml_graph.data.amazon import RawProduct, read_products
+from rcml_graph.data.graph import GraphSettings, build_graph
+from rcml_graph.data.products import collect_products
+from rcml_graph.data.splits import TEST, TRAIN, VAL
+from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_type
+
+
+def _world(num_per_group: int = 6) -> list[RawProduct]:
+    """Two interests (fishing, baby feeding) of cliques, and a bridge product in both."""
+    groups = {
+        "fish": [("Fishing Reels", "spinning reel"), ("Fishing Rods", "carbon rod"), ("Waders", "chest waders")],
+        "baby": [("Baby Bottles", "glass bottle"), ("Nursing Pillows", "nursing pillow"), ("Sterilizers", "steam sterilizer")],
+    }
+    products = []
+    ids = {g: [f"{g}{i}" for i in range(num_per_group)] for g in groups}
+    for g, cats in groups.items():
+        for i, pid in enumerate(ids[g]):
+            cat, noun = cats[i % len(cats)]
+            products.append(RawProduct(
+                product_id=pid, title=f"{noun} {i}", category_path=["Shop", cat],
+                relations={"also_bought": [p for p in ids[g] if p != pid] + ["bridge"],
+                           "also_viewed": [ids[g][(i + 1) % num_per_group]]},
+            ))
+    products.append(RawProduct(product_id="bridge", title="insulated bottle", category_path=["Shop", "Bottles"],
+                               relations={"also_bought": ids["fish"] + ids["baby"]}))
+    return products
+
+
+def test_graph_layout_and_descriptions():
+    data, report = build_graph(collect_products(_world()), GraphSettings(min_community_size=3))
+    assert data["product"].num_nodes == 13
+    assert data.relation_text[0] == SELF_RELATION_TEXT
+    assert int(data.relation_kind_of_desc[0]) == -1
+    fwd, rev = data[edge_type("also_bought")], data[reverse_edge_type("also_bought")]
+    assert torch.equal(fwd.edge_index.flip(0), rev.edge_index)
+    assert torch.equal(fwd.desc_id, rev.desc_id) and torch.equal(fwd.split, rev.split)
+    # Symmetric kind: stored once per unordered pair (15 + 15 within groups + 12 to the bridge).
+    assert fwd.edge_index.shape[1] == 42
+    assert bool((fwd.edge_index[0] < fwd.edge_index[1]).all())
+    # Two interest communities: edges inside each get that community's description, and the
+    # bridge's edges get the description of the (lower-degree) group product's community.
+    texts = [data.relation_text[int(d)] for d in fwd.desc_id]
+    assert len(set(texts)) == 2
+    assert all(t.startswith("also bought by people who like ") for t in texts)
+    pid = data["product"].product_id
+    src, dst = fwd.edge_index
+    fish_desc = {t for s, d, t in zip(src.tolist(), dst.tolist(), texts) if "fish" in pid[s] + pid[d]}
+    baby_desc = {t for s, d, t in zip(src.tolist(), dst.tolist(), texts) if "baby" in pid[s] + pid[d]}
+    assert len(fish_desc) == 1 and len(baby_desc) == 1 and fish_desc != baby_desc
+    # Category/brand nodes and edges.
+    assert data["category"].num_nodes == 7
+    assert data["product", "in_category", "category"].edge_index.shape == (2, 13)
+    communities = report["communities"]["co_purchase"]
+    assert communities["count"] == 2
+    assert sorted(c["size"] for c in communities["communities"]) == [6, 7]
+    assert report["descriptions"]["per_relation"]["also_bought"]["specific_context_share"] == 1.0
+
+
+def test_descriptions_are_deterministic():
+    first, _ = build_graph(collect_products(_world()), GraphSettings(seed=3))
+    second, _ = build_graph(collect_products(_world()), GraphSettings(seed=3))
+    assert first.relation_text == second.relation_text
+    for kind in ("also_bought", "also_viewed"):
+        assert torch.equal(first[edge_type(kind)].desc_id, second[edge_type(kind)].desc_id)
+        assert torch.equal(first[edge_type(kind)].split, second[edge_type(kind)].split)
+
+
+def _random_table(num_products=300, num_edges=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, num_products, num_edges)
+    dst = rng.integers(0, num_products, num_edges)
+    records = [RawProduct(product_id=f"p{i}", title=f"product {i}", category_path=["c", f"leaf{i % 7}"])
+               for i in range(num_products)]
+    for s, d in zip(src, dst):
+        records[s].relations.setdefault("also_bought", []).append(f"p{d}")
+        records[s].relations.setdefault("buy_after_viewing", []).append(f"p{d}")
+    return collect_products(records)
+
+
+def test_transductive_split_has_no_leakage():
+    data, report = build_graph(_random_table(), GraphSettings(val_ratio=0.1, test_ratio=0.2, seed=1))
+    for kind in ("also_bought", "buy_after_viewing"):
+        store = data[edge_type(kind)]
+        ei, split = store.edge_index, store.split
+        pair = torch.minimum(ei[0], ei[1]) * 10_000 + torch.maximum(ei[0], ei[1])
+        train_pairs = set(pair[split == TRAIN].tolist())
+        held_out = set(pair[split != TRAIN].tolist())
+        assert not train_pairs & held_out  # u->v and v->u always share a split
+        counts = report["splits"]["per_relation"][kind]
+        total = sum(counts.values())
+        assert counts["test"] / total == pytest.approx(0.2, abs=0.03)
+        assert counts["val"] / total == pytest.approx(0.1, abs=0.03)
+    # buy_after_viewing is directed: both directions of a pair can exist, and share a split.
+    bav = data[edge_type("buy_after_viewing")]
+    assert bool((bav.edge_index[0] > bav.edge_index[1]).any())
+
+
+def test_inductive_split_holds_out_products():
+    data, _ = build_graph(_random_table(), GraphSettings(split="inductive", val_ratio=0.1, test_ratio=0.1))
+    node_split = data["product"].split
+    store = data[edge_type("also_bought")]
+    src, dst = store.edge_index
+    train = store.split == TRAIN
+    assert bool((node_split[src[train]] == TRAIN).all() and (node_split[dst[train]] == TRAIN).all())
+    touches_test = (node_split[src] == TEST) | (node_split[dst] == TEST)
+    assert bool((store.split[touches_test] == TEST).all())
+    assert int((node_split == VAL).sum()) == 30
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown split 'random'"):
+        GraphSettings(split="random")
+    with pytest.raises(ValueError, match="val=0.6, test=0.5"):
+        build_graph(_random_table(30, 50), GraphSettings(val_ratio=0.6, test_ratio=0.5))
