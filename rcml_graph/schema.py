@@ -42,6 +42,8 @@ class DomainConfig:
     meta_path: Optional[str] = None
     release: str = "auto"
     processed_dir: str = MISSING
+    #: Verified product images (one JPEG per product) and their manifest.
+    image_dir: str = "${paths.data_root}/${domain.name}/images"
     #: Where ``scripts/download_amazon.py`` fetches this domain from (release, category).
     download_release: Optional[str] = None
     download_category: Optional[str] = None
@@ -61,6 +63,23 @@ class GraphConfig:
     max_networkx_edges: int = 2_000_000
     max_text_chars: int = 1000
     drop_no_text: bool = True
+
+
+@dataclass
+class DownloadConfig:
+    """Limits of ``scripts/download_images.py`` and ``scripts/download_amazon.py``."""
+
+    max_bytes: int = 10_000_000
+    timeout_s: float = 10.0
+    workers: int = 8
+    retries: int = 2
+    max_pixels: int = 50_000_000
+    unreachable_limit: int = 32
+    #: A mirror of the Amazon dump files (the official locations are the default).
+    amazon_base_url: Optional[str] = None
+    amazon_max_bytes: int = 20_000_000_000
+    #: Which Amazon files: ``meta`` and/or ``reviews``.
+    amazon_kinds: list[str] = field(default_factory=lambda: ["meta"])
 
 
 @dataclass
@@ -95,5 +114,6 @@ class RootConfig:
     eval: EvalConfig = MISSING
     graph: GraphConfig = field(default_factory=GraphConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
     force: bool = False
     show_progress: bool = True
