@@ -1,0 +1,275 @@
+"""Inter- and intra-modal InfoNCE between relation-conditioned source and target views.
+
+A training pair ``i`` links a source view ``(s_i, r_i)`` to a target view ``(t_i, r_i)``;
+the self pair (a product's own image and text under the self relation) is the pair with
+``s_i = t_i``, so CLIP is the special case of a batch of self pairs with the inter-modal
+terms only. With ``S = logit_scale * A @ B.T`` (``A`` source features, ``B`` target
+features) each term is the symmetric CLIP loss ``(CE(S) + CE(S.T)) / 2`` with the diagonal
+as positives:
+
+* inter-modal: ``i2t`` (source image vs target text) and ``t2i`` (source text vs target image);
+* intra-modal: ``i2i`` (source image vs target image) and ``t2t`` (source text vs target text).
+
+``total = w_inter * (i2t + t2i) / 2 + w_intra * (i2i + t2t) / 2``.
+
+False negatives: pairs ``i != j`` with the same source view (``s_i = s_j`` and
+``r_i = r_j``; then ``(s_i, t_j)`` is itself a link under ``r_i``) or the same target view
+are not negatives of each other; their logits are set to ``-inf`` before the softmax.
+An explicit ``(P, P)`` mask (the sampler's graph-based one) can be given as well.
+
+Under DDP (``torch.distributed`` initialised with world size > 1) the features are gathered
+from every rank with a gradient-carrying all-gather (``torch.distributed.nn.functional.
+all_gather``; on torch >= 2.14, which deprecates it, the equivalent functional collective
+``all_gather_single_autograd``) and every rank computes the loss of the whole global batch
+(open_clip ``ClipLoss`` with ``gather_with_grad=True, local_loss=False``). The view keys,
+image-validity masks and explicit masks (as diagonal blocks) are gathered alongside, so the
+false-negative mask is the one of the global batch. Every rank must hold the same number of
+pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import Tensor, nn
+
+try:
+    from torch.distributed._functional_collectives import (
+        all_gather_single_autograd as _all_gather_single_autograd,
+    )
+except ImportError:  # torch < 2.14
+    _all_gather_single_autograd = None
+
+
+def contrastive_logits(a: Tensor, b: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """``logit_scale * a @ b.T``: ``(N, E)`` and ``(M, E)`` features to ``(N, M)`` logits."""
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"contrastive_logits needs (N, E) and (M, E) features; got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+    return logit_scale * a @ b.T
+
+
+def view_keys(product_ids: Tensor, relation_ids: Tensor, num_relations: int) -> Tensor:
+    """One int64 id per (product, relation) view: equal iff product and relation are equal.
+
+    ``product_ids`` must be global (e.g. graph node ids), not indices into a per-step table,
+    so that keys from different ranks are comparable.
+    """
+    if num_relations < 1:
+        raise ValueError(f"num_relations={num_relations} must be positive")
+    return product_ids.long() * num_relations + relation_ids.long()
+
+
+def false_negative_mask(src_key: Tensor, dst_key: Tensor) -> Tensor:
+    """``(P, P)`` bool: True where pairs ``i != j`` share their source or their target view."""
+    same = (src_key[:, None] == src_key[None, :]) | (dst_key[:, None] == dst_key[None, :])
+    return same & ~torch.eye(src_key.shape[0], dtype=torch.bool, device=src_key.device)
+
+
+def info_nce(
+    logits: Tensor,
+    targets: Tensor | None = None,
+    false_negative_mask: Tensor | None = None,
+    row_valid: Tensor | None = None,
+    column_valid: Tensor | None = None,
+) -> Tensor:
+    """Mean InfoNCE (softmax cross-entropy) over the valid rows of ``(N, M)`` logits.
+
+    Args:
+        logits: ``(N, M)`` scaled similarities, anchors in rows, candidates in columns.
+        targets: None for the diagonal (``N <= M``); ``(N,)`` long column of each row's
+            positive; or ``(N, M)`` bool positives (multi-positive: ``-log`` of the softmax
+            mass on the positives).
+        false_negative_mask: ``(N, M)`` bool, True for candidates that are neither positives
+            nor negatives of the row; they get ``-inf`` (a positive is never masked).
+        row_valid: ``(N,)`` bool, rows to average over (None: all). A row whose positive
+            is not a valid column is dropped as well.
+        column_valid: ``(M,)`` bool, candidates that exist (None: all); others get ``-inf``.
+
+    Returns:
+        A scalar; 0 (still attached to ``logits``) when no row is valid.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be (N, M); got shape {tuple(logits.shape)}")
+    num_rows, num_cols = logits.shape
+    device = logits.device
+    if targets is None:
+        if num_rows > num_cols:
+            raise ValueError(f"diagonal targets need N <= M; got logits of shape {(num_rows, num_cols)}")
+        targets = torch.arange(num_rows, device=device)
+    if targets.dtype == torch.bool:
+        if targets.shape != logits.shape:
+            raise ValueError(
+                f"a bool positive mask must match logits {tuple(logits.shape)}; got {tuple(targets.shape)}"
+            )
+        positive = targets
+    else:
+        if targets.shape != (num_rows,):
+            raise ValueError(f"targets must be ({num_rows},) column indices; got {tuple(targets.shape)}")
+        positive = torch.zeros_like(logits, dtype=torch.bool)
+        positive[torch.arange(num_rows, device=device), targets] = True
+
+    valid_cols = (
+        torch.ones(num_cols, dtype=torch.bool, device=device) if column_valid is None else column_valid.bool()
+    )
+    positive = positive & valid_cols[None, :]
+    valid_rows = positive.any(dim=1)
+    if row_valid is not None:
+        valid_rows = valid_rows & row_valid.bool()
+
+    excluded = ~valid_cols[None, :].expand(num_rows, num_cols)
+    if false_negative_mask is not None:
+        excluded = excluded | false_negative_mask.bool()
+    # Invalid rows keep finite logits and a dummy positive so that no -inf - -inf NaN can arise.
+    excluded = excluded & ~positive & valid_rows[:, None]
+    positive = positive | ~valid_rows[:, None]
+    logits = logits.masked_fill(~valid_rows[:, None], 0.0).masked_fill(excluded, float("-inf"))
+
+    log_denominator = torch.logsumexp(logits, dim=1)  # (N,)
+    log_numerator = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)  # (N,)
+    per_row = (log_denominator - log_numerator) * valid_rows
+    return per_row.sum() / valid_rows.sum().clamp(min=1)
+
+
+def _symmetric_info_nce(
+    a: Tensor,
+    b: Tensor,
+    logit_scale: Tensor | float,
+    fn_mask: Tensor | None,
+    a_valid: Tensor | None,
+    b_valid: Tensor | None,
+) -> Tensor:
+    """``(CE(S) + CE(S.T)) / 2`` for ``S = logit_scale * a @ b.T`` with diagonal positives."""
+    logits = contrastive_logits(a, b, logit_scale)  # (P, P)
+    forward = info_nce(logits, None, fn_mask, a_valid, b_valid)
+    backward = info_nce(logits.T, None, None if fn_mask is None else fn_mask.T, b_valid, a_valid)
+    return (forward + backward) / 2
+
+
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _gather_with_grad(tensor: Tensor) -> Tensor:
+    # torch >= 2.14 deprecates distributed.nn.functional.all_gather for the functional
+    # collective; both sum the ranks' gradients in backward (a reduce-scatter).
+    if _all_gather_single_autograd is not None:
+        return _all_gather_single_autograd(tensor.contiguous(), 0, dist.group.WORLD)
+    return torch.cat(dist_fn.all_gather(tensor), dim=0)
+
+
+def _gather_no_grad(tensor: Tensor) -> Tensor:
+    # gloo cannot all_gather bool tensors: ship them as uint8.
+    payload = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.contiguous()
+    gathered = [torch.empty_like(payload) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, payload)
+    return torch.cat(gathered, dim=0).to(tensor.dtype)
+
+
+class RCMLLoss(nn.Module):
+    r"""Weighted inter- and intra-modal InfoNCE of RCML (see the module docstring).
+
+    Args:
+        w_inter (float, optional): weight of the inter-modal terms ``(i2t + t2i) / 2``.
+            (default: 1.0)
+        w_intra (float, optional): weight of the intra-modal terms ``(i2i + t2t) / 2``.
+            (default: 1.0)
+        mask_false_negatives (bool, optional): mask the false negatives given at call time
+            (view keys and/or an explicit mask); False ignores both. (default: True)
+
+    Shapes:
+        - **input:** src_image, src_text, dst_image, dst_text ``(P, E)`` L2-normalised;
+          logit_scale scalar; src_key, dst_key ``(P,)`` long view keys (:func:`view_keys`)
+          or None; src_image_valid, dst_image_valid ``(P,)`` bool or None;
+          false_negatives ``(P, P)`` bool or None, True where target ``j`` must not be a
+          negative of source ``i`` (e.g. :func:`rcml_graph.sampler.false_negative_mask`);
+          under DDP each rank's mask covers its own pairs (the cross-rank blocks come from
+          the keys only).
+        - **output:** total loss (scalar) and a dict of detached per-term scalars
+          (``i2t``, ``t2i``, ``inter`` and/or ``i2i``, ``t2t``, ``intra``; zero-weight terms
+          are not computed).
+    """
+
+    def __init__(self, w_inter: float = 1.0, w_intra: float = 1.0, mask_false_negatives: bool = True) -> None:
+        super().__init__()
+        if w_inter < 0 or w_intra < 0 or w_inter + w_intra == 0:
+            raise ValueError(
+                f"loss weights must be non-negative and not both zero; got w_inter={w_inter}, "
+                f"w_intra={w_intra}"
+            )
+        self.w_inter = w_inter
+        self.w_intra = w_intra
+        self.mask_false_negatives = mask_false_negatives
+
+    def forward(
+        self,
+        src_image: Tensor,
+        src_text: Tensor,
+        dst_image: Tensor,
+        dst_text: Tensor,
+        logit_scale: Tensor | float,
+        src_key: Tensor | None = None,
+        dst_key: Tensor | None = None,
+        src_image_valid: Tensor | None = None,
+        dst_image_valid: Tensor | None = None,
+        false_negatives: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        num_pairs = src_image.shape[0]
+        if not (src_text.shape[0] == dst_image.shape[0] == dst_text.shape[0] == num_pairs):
+            raise ValueError(
+                f"all four feature tensors need the same number of pairs; got {src_image.shape[0]}, "
+                f"{src_text.shape[0]}, {dst_image.shape[0]}, {dst_text.shape[0]}"
+            )
+        if (src_key is None) != (dst_key is None):
+            raise ValueError("give both src_key and dst_key, or neither")
+        if false_negatives is not None and false_negatives.shape != (num_pairs, num_pairs):
+            raise ValueError(
+                f"false_negatives must be ({num_pairs}, {num_pairs}); got {tuple(false_negatives.shape)}"
+            )
+        device = src_image.device
+        if src_image_valid is None:
+            src_image_valid = torch.ones(num_pairs, dtype=torch.bool, device=device)
+        if dst_image_valid is None:
+            dst_image_valid = torch.ones(num_pairs, dtype=torch.bool, device=device)
+
+        if _world_size() > 1:
+            src_image, src_text, dst_image, dst_text = (
+                _gather_with_grad(t) for t in (src_image, src_text, dst_image, dst_text)
+            )
+            src_image_valid = _gather_no_grad(src_image_valid)
+            dst_image_valid = _gather_no_grad(dst_image_valid)
+            if src_key is not None and dst_key is not None:
+                src_key, dst_key = _gather_no_grad(src_key), _gather_no_grad(dst_key)
+            if false_negatives is not None:
+                blocks = _gather_no_grad(false_negatives).view(-1, num_pairs, num_pairs)  # (W, P, P)
+                false_negatives = torch.block_diag(*blocks.unbind(0))  # (W P, W P)
+
+        fn_mask = None
+        if self.mask_false_negatives:
+            if src_key is not None and dst_key is not None:
+                fn_mask = false_negative_mask(src_key, dst_key)  # (P, P)
+            if false_negatives is not None:
+                fn_mask = false_negatives.bool() if fn_mask is None else fn_mask | false_negatives.bool()
+
+        terms: dict[str, Tensor] = {}
+        total = src_image.new_zeros(())
+        if self.w_inter > 0:
+            i2t = _symmetric_info_nce(src_image, dst_text, logit_scale, fn_mask, src_image_valid, None)
+            t2i = _symmetric_info_nce(src_text, dst_image, logit_scale, fn_mask, None, dst_image_valid)
+            inter = (i2t + t2i) / 2
+            total = total + self.w_inter * inter
+            terms.update(i2t=i2t.detach(), t2i=t2i.detach(), inter=inter.detach())
+        if self.w_intra > 0:
+            i2i = _symmetric_info_nce(
+                src_image, dst_image, logit_scale, fn_mask, src_image_valid, dst_image_valid
+            )
+            t2t = _symmetric_info_nce(src_text, dst_text, logit_scale, fn_mask, None, None)
+            intra = (i2i + t2t) / 2
+            total = total + self.w_intra * intra
+            terms.update(i2i=i2i.detach(), t2t=t2t.detach(), intra=intra.detach())
+        return total, terms

@@ -1,0 +1,106 @@
+"""Relation-guided multi-head cross-attention: a relation queries a product's tokens."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RelationCrossAttention(nn.Module):
+    r"""One relation query attends over one product's tokens of one modality.
+
+    The relation embedding and the tokens are layer-normalised first (pre-LN), projected to
+    ``d_model``, split into ``num_heads`` heads and combined with
+    :func:`torch.nn.functional.scaled_dot_product_attention` under a boolean key-padding mask.
+    The attended value is projected to ``out_dim``.
+
+    Keys and values do not depend on the relation, so they are computed once per row of
+    ``tokens`` (a product) and shared by every view that ``token_index`` points at that row;
+    only the query is per view.
+
+    A row whose tokens are all masked (a product without an image) has nothing to attend to;
+    SDPA would return NaN for it. Such rows attend to all (ignored) keys instead, their output
+    is replaced by zeros and they are flagged in the returned ``empty`` mask, so neither the
+    forward values nor the gradients can be NaN.
+
+    Args:
+        relation_dim (int): size of the relation embedding (the backbone's text embedding).
+        token_dim (int): size of the key/value tokens.
+        out_dim (int): size of the output (the global embedding size, for blending).
+        d_model (int, optional): attention width, divisible by ``num_heads``. (default: 256)
+        num_heads (int, optional): number of heads. (default: 4)
+        dropout (float, optional): attention dropout probability while training. (default: 0.0)
+
+    Shapes:
+        - **input:** relation ``(V, relation_dim)``, tokens ``(N, L, token_dim)``,
+          token_mask ``(N, L)`` bool with True for tokens that may be attended,
+          token_index ``(V,)`` long row of ``tokens`` for each view (None: ``V == N`` and
+          view ``v`` uses row ``v``).
+        - **output:** attended ``(V, out_dim)`` (zeros on empty rows), empty ``(V,)`` bool.
+    """
+
+    def __init__(
+        self,
+        relation_dim: int,
+        token_dim: int,
+        out_dim: int,
+        d_model: int = 256,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_heads < 1 or d_model % num_heads != 0:
+            raise ValueError(
+                f"d_model={d_model} must be a positive multiple of num_heads={num_heads}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout} must lie in [0, 1)")
+        self.num_heads = num_heads
+        self.d_model = d_model
+        self.dropout = dropout
+        self.query_norm = nn.LayerNorm(relation_dim)
+        self.token_norm = nn.LayerNorm(token_dim)
+        self.query_proj = nn.Linear(relation_dim, d_model)
+        self.key_proj = nn.Linear(token_dim, d_model)
+        self.value_proj = nn.Linear(token_dim, d_model)
+        self.out_proj = nn.Linear(d_model, out_dim)
+
+    def forward(
+        self, relation: Tensor, tokens: Tensor, token_mask: Tensor, token_index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        num_rows, length, _ = tokens.shape
+        num_views = relation.shape[0]
+        if token_index is None and num_views != num_rows:
+            raise ValueError(
+                f"without token_index, relation rows ({num_views}) must equal token rows ({num_rows})"
+            )
+        head_dim = self.d_model // self.num_heads
+        token_mask = token_mask.to(torch.bool)
+        # Padded positions may hold anything (even NaN): zero them so they reach no gradient.
+        tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
+
+        normed = self.token_norm(tokens)  # (N, L, token_dim)
+        key = self.key_proj(normed).view(num_rows, length, self.num_heads, head_dim)
+        value = self.value_proj(normed).view(num_rows, length, self.num_heads, head_dim)
+        key, value = key.transpose(1, 2), value.transpose(1, 2)  # (N, H, L, d)
+        if token_index is not None:
+            key, value, token_mask = key[token_index], value[token_index], token_mask[token_index]  # (V, ...)
+
+        empty = ~token_mask.any(dim=1)  # (V,)
+        # Empty rows attend everywhere (finite, then discarded) instead of nowhere (NaN).
+        attend = token_mask | empty[:, None]  # (V, L)
+        query = self.query_proj(self.query_norm(relation))  # (V, d_model)
+        query = query.view(num_views, 1, self.num_heads, head_dim).transpose(1, 2)  # (V, H, 1, d)
+
+        attended = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attend[:, None, None, :],  # (V, 1, 1, L) broadcast over heads
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (V, H, 1, d)
+        attended = attended.transpose(1, 2).reshape(num_views, self.d_model)  # (V, d_model)
+        out = self.out_proj(attended)  # (V, out_dim)
+        out = torch.where(empty[:, None], torch.zeros_like(out), out)
+        return out, empty

@@ -1,0 +1,258 @@
+"""The RCML head: relation-conditioned image and text embeddings of (product, relation) views.
+
+Formulation (our reading of RCML, arXiv 2508.17497; the paper's exact equations were not
+available offline, so this is a documented choice). For a view ``(p, r)`` and modality
+``m`` in {image, text}::
+
+    a_m = CrossAttn_m(query = e_r, keys/values = tokens_m(p))          # (D,)
+    h_m = beta * g_m(p) + (1 - beta) * a_m                            # (D,)
+    z_m = normalize(Proj_m(h_m))                                     # (out_dim,)
+
+where ``e_r`` is the relation embedding (text tower of the description, or a learned id),
+``g_m(p)`` the backbone's global embedding and ``Proj_m`` the modality's projection head.
+With a linear head this is ``normalize(beta * Proj(g) + (1 - beta) * Proj(a))``. ``beta = 1``
+gives ``normalize(Proj_m(g_m(p)))`` exactly, with no dependence on the relation: CLIP.
+
+Missing images: a product with ``has_image = False`` has no image tokens. Its image output
+falls back to the same view's text embedding (finite, usable for retrieval) and is flagged
+``image_valid = False``; :class:`rcml_graph.losses.RCMLLoss` leaves such rows out of every
+image term.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rcml_graph.model.attention import RelationCrossAttention
+from rcml_graph.model.features import ProductFeatures
+from rcml_graph.model.projection import ProjectionHead
+from rcml_graph.model.relation_encoder import RelationEncoder
+
+
+@dataclass
+class ViewEmbeddings:
+    """L2-normalised embeddings of ``V`` (product, relation) views.
+
+    Attributes:
+        image: ``(V, out_dim)`` relation-conditioned image embedding.
+        text: ``(V, out_dim)`` relation-conditioned text embedding.
+        image_valid: ``(V,)`` bool, False where the product has no image (``image`` then holds
+            the text embedding).
+    """
+
+    image: Tensor
+    text: Tensor
+    image_valid: Tensor
+
+
+@dataclass
+class PairEmbeddings:
+    """Embeddings of the source and target views of ``P`` pairs, and the temperature.
+
+    Attributes:
+        src_image, src_text, dst_image, dst_text: ``(P, out_dim)``, L2-normalised.
+        src_image_valid, dst_image_valid: ``(P,)`` bool image validity.
+        logit_scale: scalar tensor, ``exp`` of the learnable log-scale, clamped.
+    """
+
+    src_image: Tensor
+    src_text: Tensor
+    dst_image: Tensor
+    dst_text: Tensor
+    src_image_valid: Tensor
+    dst_image_valid: Tensor
+    logit_scale: Tensor
+
+
+class RCMLHead(nn.Module):
+    r"""Relation-conditioned encoder on top of a CLIP-like backbone's outputs.
+
+    Views are deduplicated with :func:`torch.unique` on ``(product, relation)`` before the
+    cross-attention runs, so a view shared by several pairs is attended once; products are
+    encoded once per step by the backbone (see :class:`ProductFeatures`) and their attention
+    keys/values once per step by the head, whatever the number of relations they appear with.
+
+    Args:
+        embed_dim (int): size ``D`` of the backbone's global embeddings (and of the
+            description embeddings).
+        image_token_dim (int): size of the image tokens.
+        text_token_dim (int): size of the text tokens.
+        out_dim (int, optional): contrastive embedding size; None means ``embed_dim``.
+            (default: None)
+        d_model (int, optional): cross-attention width. (default: 256)
+        num_heads (int, optional): cross-attention heads. (default: 4)
+        dropout (float, optional): attention dropout. (default: 0.0)
+        beta (float, optional): weight of the global embedding in ``[0, 1]``; 1 is CLIP.
+            (default: 0.5)
+        learn_beta (bool, optional): learn ``beta = sigmoid(b)`` initialised at ``beta``, which
+            must then lie in ``(0, 1)``. (default: False)
+        projection (str, optional): ``linear``, ``mlp`` or ``identity``. (default: ``linear``)
+        projection_hidden_dim (int, optional): MLP hidden size. (default: None)
+        relation_mode (str, optional): ``description``, ``ids`` or ``none``; ``none`` needs
+            ``beta = 1``. (default: ``description``)
+        num_relations (int, optional): number of relation ids, for ``ids``. (default: None)
+        logit_scale_init (float, optional): initial log logit scale. (default: ``log(1/0.07)``)
+        logit_scale_max (float, optional): clamp of the logit scale. (default: 100.0)
+
+    Shapes:
+        - **input:** products (:class:`ProductFeatures` of ``N`` products),
+          src_index ``(P,)``, dst_index ``(P,)`` and relation_index ``(P,)`` long,
+          description_table ``(R, D)`` or None.
+        - **output:** :class:`PairEmbeddings` with ``(P, out_dim)`` embeddings.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        image_token_dim: int,
+        text_token_dim: int,
+        out_dim: int | None = None,
+        d_model: int = 256,
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        beta: float = 0.5,
+        learn_beta: bool = False,
+        projection: str = "linear",
+        projection_hidden_dim: int | None = None,
+        relation_mode: str = "description",
+        num_relations: int | None = None,
+        logit_scale_init: float = math.log(1 / 0.07),
+        logit_scale_max: float = 100.0,
+    ) -> None:
+        super().__init__()
+        out_dim = out_dim or embed_dim
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta={beta} must lie in [0, 1]")
+        if learn_beta and not 0.0 < beta < 1.0:
+            raise ValueError(f"learn_beta needs an initial beta in (0, 1); got beta={beta}")
+        if relation_mode == "none" and (beta != 1.0 or learn_beta):
+            raise ValueError(
+                f"relation_mode 'none' has nothing to condition on and needs beta=1 and "
+                f"learn_beta=False; got beta={beta}, learn_beta={learn_beta}"
+            )
+        if logit_scale_max <= 0:
+            raise ValueError(f"logit_scale_max={logit_scale_max} must be positive")
+        self.learn_beta = learn_beta
+        self.global_only = relation_mode == "none" or (beta == 1.0 and not learn_beta)
+        if learn_beta:
+            self.beta_logit = nn.Parameter(torch.tensor(math.log(beta / (1.0 - beta))))
+        else:
+            self.register_buffer("fixed_beta", torch.tensor(float(beta)))
+        # A global-only head never looks at the relation: keep no unused (DDP-unfriendly) parameters.
+        self.relation_encoder = RelationEncoder(
+            "none" if self.global_only else relation_mode, embed_dim, num_relations
+        )
+        if self.global_only:
+            self.image_attention: RelationCrossAttention | None = None
+            self.text_attention: RelationCrossAttention | None = None
+        else:
+            self.image_attention = RelationCrossAttention(
+                embed_dim, image_token_dim, embed_dim, d_model, num_heads, dropout
+            )
+            self.text_attention = RelationCrossAttention(
+                embed_dim, text_token_dim, embed_dim, d_model, num_heads, dropout
+            )
+        self.image_projection = ProjectionHead(embed_dim, out_dim, projection, projection_hidden_dim)
+        self.text_projection = ProjectionHead(embed_dim, out_dim, projection, projection_hidden_dim)
+        self.log_logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
+        self.log_logit_scale_max = math.log(logit_scale_max)
+
+    @property
+    def beta(self) -> Tensor:
+        """The current blend weight of the global embedding, a scalar tensor."""
+        if self.learn_beta:
+            return torch.sigmoid(self.beta_logit)
+        return self.fixed_beta
+
+    def logit_scale(self) -> Tensor:
+        """``exp(log_logit_scale)`` clamped at ``logit_scale_max`` (no gradient past the clamp)."""
+        return self.log_logit_scale.clamp(max=self.log_logit_scale_max).exp()
+
+    def cache_descriptions(self, description_table: Tensor) -> None:
+        """Cache ``(R, D)`` description embeddings of a frozen text tower."""
+        self.relation_encoder.cache_descriptions(description_table)
+
+    def encode_views(
+        self,
+        products: ProductFeatures,
+        product_index: Tensor,
+        relation_index: Tensor,
+        description_table: Tensor | None = None,
+    ) -> ViewEmbeddings:
+        """Embed the views ``(product_index[v], relation_index[v])``; see :class:`ViewEmbeddings`."""
+        if product_index.shape != relation_index.shape or product_index.dim() != 1:
+            raise ValueError(
+                f"product_index {tuple(product_index.shape)} and relation_index "
+                f"{tuple(relation_index.shape)} must be 1-D of equal length"
+            )
+        has_image = products.has_image.to(torch.bool)
+        if self.global_only or product_index.numel() == 0:
+            # The relation cannot matter: embed each product once and gather.
+            image = F.normalize(self.image_projection(products.image_global), dim=-1)  # (N, E)
+            text = F.normalize(self.text_projection(products.text_global), dim=-1)  # (N, E)
+            image = torch.where(has_image[:, None], image, text)
+            return ViewEmbeddings(image[product_index], text[product_index], has_image[product_index])
+
+        assert self.image_attention is not None and self.text_attention is not None
+        num_relation_keys = relation_index.max() + 1  # tensor: no host sync
+        view_key = product_index * num_relation_keys + relation_index  # (V,)
+        unique_key, inverse = torch.unique(view_key, return_inverse=True)  # (U,), (V,)
+        unique_product = torch.div(unique_key, num_relation_keys, rounding_mode="floor")
+        unique_relation = unique_key - unique_product * num_relation_keys
+
+        relation = self.relation_encoder(unique_relation, description_table)  # (U, D)
+        # Keys/values are per product: project the tokens of the products in use once each.
+        used_product, token_index = torch.unique(unique_product, return_inverse=True)  # (N_u,), (U,)
+        image_attended, image_empty = self.image_attention(
+            relation,
+            products.image_tokens[used_product],
+            products.image_token_mask()[used_product],
+            token_index,
+        )  # (U, D), (U,)
+        text_attended, _ = self.text_attention(
+            relation, products.text_tokens[used_product], products.text_mask[used_product], token_index
+        )  # (U, D)
+
+        beta = self.beta
+        image_blend = beta * products.image_global[unique_product] + (1 - beta) * image_attended
+        text_blend = beta * products.text_global[unique_product] + (1 - beta) * text_attended
+        image = F.normalize(self.image_projection(image_blend), dim=-1)  # (U, E)
+        text = F.normalize(self.text_projection(text_blend), dim=-1)  # (U, E)
+        image_valid = has_image[unique_product] & ~image_empty  # (U,)
+        image = torch.where(image_valid[:, None], image, text)
+        return ViewEmbeddings(image[inverse], text[inverse], image_valid[inverse])
+
+    def forward(
+        self,
+        products: ProductFeatures,
+        src_index: Tensor,
+        dst_index: Tensor,
+        relation_index: Tensor,
+        description_table: Tensor | None = None,
+    ) -> PairEmbeddings:
+        if not (src_index.shape == dst_index.shape == relation_index.shape) or src_index.dim() != 1:
+            raise ValueError(
+                f"src_index {tuple(src_index.shape)}, dst_index {tuple(dst_index.shape)} and "
+                f"relation_index {tuple(relation_index.shape)} must be 1-D of equal length"
+            )
+        num_pairs = src_index.shape[0]
+        views = self.encode_views(
+            products,
+            torch.cat([src_index, dst_index]),
+            torch.cat([relation_index, relation_index]),
+            description_table,
+        )
+        return PairEmbeddings(
+            src_image=views.image[:num_pairs],
+            src_text=views.text[:num_pairs],
+            dst_image=views.image[num_pairs:],
+            dst_text=views.text[num_pairs:],
+            src_image_valid=views.image_valid[:num_pairs],
+            dst_image_valid=views.image_valid[num_pairs:],
+            logit_scale=self.logit_scale(),
+        )

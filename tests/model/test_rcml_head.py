@@ -1,0 +1,201 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rcml_graph.losses import RCMLLoss
+from rcml_graph.model import ProductFeatures, RCMLHead
+
+D, DI, DT = 8, 6, 5
+
+
+def _products(num_products: int = 4, seed: int = 0) -> ProductFeatures:
+    g = torch.Generator().manual_seed(seed)
+    text_mask = torch.ones(num_products, 4, dtype=torch.bool)
+    text_mask[1, 2:] = False
+    has_image = torch.ones(num_products, dtype=torch.bool)
+    has_image[2] = False
+    return ProductFeatures(
+        image_global=torch.randn(num_products, D, generator=g),
+        image_tokens=torch.randn(num_products, 3, DI, generator=g),
+        text_global=torch.randn(num_products, D, generator=g),
+        text_tokens=torch.randn(num_products, 4, DT, generator=g),
+        text_mask=text_mask,
+        has_image=has_image,
+    )
+
+
+def _head(**kwargs: object) -> RCMLHead:
+    torch.manual_seed(0)
+    defaults = dict(embed_dim=D, image_token_dim=DI, text_token_dim=DT, out_dim=7, d_model=8, num_heads=2)
+    defaults.update(kwargs)
+    return RCMLHead(**defaults).eval()  # type: ignore[arg-type]
+
+
+def _descriptions(num_relations: int = 3) -> torch.Tensor:
+    return torch.randn(num_relations, D, generator=torch.Generator().manual_seed(1))
+
+
+def test_pair_shapes_norms_and_image_validity() -> None:
+    head = _head()
+    src, dst, rel = torch.tensor([0, 1, 2]), torch.tensor([2, 3, 0]), torch.tensor([0, 1, 2])
+    out = head(_products(), src, dst, rel, _descriptions())
+    for z in (out.src_image, out.src_text, out.dst_image, out.dst_text):
+        assert z.shape == (3, 7)
+        torch.testing.assert_close(z.norm(dim=-1), torch.ones(3))
+    assert out.src_image_valid.tolist() == [True, True, False]  # product 2 has no image
+    assert out.dst_image_valid.tolist() == [False, True, True]
+    torch.testing.assert_close(out.logit_scale, torch.tensor(1 / 0.07))
+
+
+def test_missing_image_falls_back_to_text_and_is_finite() -> None:
+    head = _head()
+    products = _products()
+    products.image_tokens[2] = float("nan")  # never read: product 2 has no image
+    products.image_tokens.requires_grad_(True)
+    views = head.encode_views(products, torch.tensor([2, 0]), torch.tensor([1, 1]), _descriptions())
+    assert torch.isfinite(views.image).all()
+    assert torch.equal(views.image[0], views.text[0])
+    assert views.image_valid.tolist() == [False, True]
+    views.image.sum().backward()
+    assert torch.equal(products.image_tokens.grad[2], torch.zeros(3, DI))
+    assert all(torch.isfinite(p.grad).all() for p in head.image_attention.parameters())
+
+
+def test_loss_gradients_are_finite_with_missing_images() -> None:
+    head = _head()
+    head.train()
+    src, dst, rel = torch.tensor([0, 2, 1]), torch.tensor([2, 3, 2]), torch.tensor([0, 1, 2])
+    out = head(_products(), src, dst, rel, _descriptions())
+    loss, _ = RCMLLoss()(
+        out.src_image, out.src_text, out.dst_image, out.dst_text, out.logit_scale,
+        src_image_valid=out.src_image_valid, dst_image_valid=out.dst_image_valid,
+    )
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, param in head.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    for attention in (head.image_attention, head.text_attention):
+        assert attention is not None
+        assert attention.query_proj.weight.grad.abs().sum() > 0
+        assert attention.key_proj.weight.grad.abs().sum() > 0
+
+
+def test_text_padding_does_not_change_output() -> None:
+    head = _head()
+    products = _products()
+    index, relation = torch.tensor([1, 1]), torch.tensor([0, 2])
+    before = head.encode_views(products, index, relation, _descriptions())
+    products.text_tokens[1, 2:] = 1e3 * torch.randn(2, DT)  # product 1's padded positions
+    after = head.encode_views(products, index, relation, _descriptions())
+    torch.testing.assert_close(before.text, after.text)
+    torch.testing.assert_close(before.image, after.image)
+
+
+def test_beta_one_is_projected_global_and_ignores_relation() -> None:
+    head = _head(beta=1.0)
+    assert head.image_attention is None and head.text_attention is None
+    products = _products()
+    index = torch.tensor([0, 0, 3])
+    a = head.encode_views(products, index, torch.tensor([0, 1, 2]), _descriptions())
+    b = head.encode_views(products, index, torch.tensor([2, 2, 0]), torch.randn(3, D))
+    expected_image = F.normalize(head.image_projection(products.image_global[index]), dim=-1)
+    expected_text = F.normalize(head.text_projection(products.text_global[index]), dim=-1)
+    torch.testing.assert_close(a.image, expected_image)
+    torch.testing.assert_close(a.text, expected_text)
+    assert torch.equal(a.image, b.image) and torch.equal(a.text, b.text)
+
+
+def test_beta_below_one_depends_on_relation() -> None:
+    head = _head(beta=0.5)
+    views = head.encode_views(_products(), torch.tensor([0, 0]), torch.tensor([0, 1]), _descriptions())
+    assert not torch.allclose(views.image[0], views.image[1], atol=1e-4)
+    assert not torch.allclose(views.text[0], views.text[1], atol=1e-4)
+
+
+def test_beta_zero_blend_matches_formula() -> None:
+    # beta = 0.25: z = normalize(P(0.25 g + 0.75 a)) with a the cross-attention output.
+    head = _head(beta=0.25)
+    products = _products()
+    table = _descriptions()
+    views = head.encode_views(products, torch.tensor([3]), torch.tensor([1]), table)
+    attended, _ = head.text_attention(table[[1]], products.text_tokens[[3]], products.text_mask[[3]])
+    expected = F.normalize(head.text_projection(0.25 * products.text_global[[3]] + 0.75 * attended), dim=-1)
+    torch.testing.assert_close(views.text, expected)
+
+
+def test_duplicate_views_are_attended_once_and_match_single_views() -> None:
+    head = _head()
+    products = _products()
+    table = _descriptions()
+    seen_rows: list[int] = []
+    head.image_attention.register_forward_hook(lambda m, args, out: seen_rows.append(args[0].shape[0]))
+    src, dst, rel = torch.tensor([0, 0, 1]), torch.tensor([1, 1, 0]), torch.tensor([2, 2, 2])
+    out = head(products, src, dst, rel, table)
+    assert seen_rows == [2]  # views (0, 2) and (1, 2) only
+    single = head.encode_views(products, torch.tensor([1]), torch.tensor([2]), table)
+    torch.testing.assert_close(out.dst_text[0], single.text[0])
+    torch.testing.assert_close(out.src_text[2], single.text[0])
+
+
+def test_relation_ids_mode_needs_no_descriptions_and_learns_ids() -> None:
+    head = _head(relation_mode="ids", num_relations=3)
+    head.train()
+    views = head.encode_views(_products(), torch.tensor([0, 0]), torch.tensor([0, 2]))
+    assert not torch.allclose(views.text[0], views.text[1], atol=1e-4)
+    views.text.sum().backward()
+    grad = head.relation_encoder.id_embedding.weight.grad
+    assert grad[0].abs().sum() > 0 and grad[2].abs().sum() > 0
+    assert torch.equal(grad[1], torch.zeros(D))  # relation 1 was not used
+
+
+def test_cached_descriptions_are_used_when_no_table_is_given() -> None:
+    head = _head()
+    table = _descriptions()
+    head.cache_descriptions(table)
+    products = _products()
+    a = head.encode_views(products, torch.tensor([0, 3]), torch.tensor([1, 2]))
+    b = head.encode_views(products, torch.tensor([0, 3]), torch.tensor([1, 2]), table)
+    torch.testing.assert_close(a.image, b.image)
+    with pytest.raises(ValueError, match="description_table"):
+        _head().encode_views(products, torch.tensor([0]), torch.tensor([0]))
+
+
+def test_learned_beta_starts_at_init_and_gets_gradient() -> None:
+    head = _head(beta=0.3, learn_beta=True)
+    torch.testing.assert_close(head.beta, torch.tensor(0.3))
+    views = head.encode_views(_products(), torch.tensor([0, 1]), torch.tensor([0, 1]), _descriptions())
+    (views.image * torch.randn_like(views.image)).sum().backward()
+    assert head.beta_logit.grad is not None and head.beta_logit.grad != 0
+
+
+def test_logit_scale_is_clamped() -> None:
+    head = _head(logit_scale_init=10.0, logit_scale_max=100.0)
+    torch.testing.assert_close(head.logit_scale(), torch.tensor(100.0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"beta": 1.5}, "beta=1.5"),
+        ({"beta": 1.0, "learn_beta": True}, "learn_beta"),
+        ({"relation_mode": "none", "beta": 0.5}, "relation_mode 'none'"),
+        ({"relation_mode": "words"}, "unknown relation mode 'words'"),
+        ({"relation_mode": "ids"}, "num_relations"),
+        ({"projection": "conv"}, "unknown projection kind 'conv'"),
+    ],
+)
+def test_bad_configuration_raises(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _head(**kwargs)
+
+
+def test_mismatched_index_shapes_raise() -> None:
+    with pytest.raises(ValueError, match="equal length"):
+        _head()(_products(), torch.tensor([0, 1]), torch.tensor([1]), torch.tensor([0, 0]), _descriptions())
+
+
+def test_product_features_validate_names_the_bad_field() -> None:
+    products = _products()
+    products.text_mask = products.text_mask[:, :2]
+    with pytest.raises(ValueError, match="text_mask length 2"):
+        products.validate()

@@ -1,0 +1,115 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rcml_graph.model.attention import RelationCrossAttention
+
+
+def _attention(num_heads: int = 2) -> RelationCrossAttention:
+    torch.manual_seed(0)
+    attention = RelationCrossAttention(relation_dim=6, token_dim=4, out_dim=5, d_model=8, num_heads=num_heads)
+    return attention.eval()
+
+
+def test_shapes_and_empty_flag() -> None:
+    attn = _attention()
+    relation = torch.randn(3, 6)
+    tokens = torch.randn(3, 7, 4)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1] = False
+    mask[2, 4:] = False
+    out, empty = attn(relation, tokens, mask)
+    assert out.shape == (3, 5)
+    assert empty.tolist() == [False, True, False]
+    assert torch.equal(out[1], torch.zeros(5))
+    assert torch.isfinite(out).all()
+
+
+def test_single_valid_token_returns_its_projected_value() -> None:
+    # Softmax over one key is 1, whatever the query: out = W_o(W_v(LN(token))).
+    attn = _attention()
+    tokens = torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, False, False], [False, False, True]])
+    out, _ = attn(torch.randn(2, 6), tokens, mask)
+    valid_token = torch.stack([tokens[0, 0], tokens[1, 2]])
+    expected = attn.out_proj(attn.value_proj(attn.token_norm(valid_token)))
+    torch.testing.assert_close(out, expected)
+
+
+def test_zero_query_gives_mean_of_valid_values() -> None:
+    # Zero query -> equal scores -> uniform weights over the valid keys only.
+    attn = _attention()
+    with torch.no_grad():
+        attn.query_proj.weight.zero_()
+        attn.query_proj.bias.zero_()
+    tokens = torch.randn(1, 4, 4)
+    mask = torch.tensor([[True, True, False, True]])
+    out, _ = attn(torch.randn(1, 6), tokens, mask)
+    values = attn.value_proj(attn.token_norm(tokens[0, [0, 1, 3]]))
+    torch.testing.assert_close(out[0], attn.out_proj(values.mean(dim=0)))
+
+
+def test_padding_values_do_not_change_output() -> None:
+    attn = _attention()
+    relation = torch.randn(2, 6)
+    tokens = torch.randn(2, 5, 4)
+    mask = torch.tensor([[True, True, False, False, False], [True, True, True, True, False]])
+    out, _ = attn(relation, tokens, mask)
+    changed = tokens.clone()
+    changed[~mask] = 1000.0 * torch.randn(int((~mask).sum()), 4)
+    out_changed, _ = attn(relation, changed, mask)
+    torch.testing.assert_close(out, out_changed)
+
+
+def test_relation_changes_output() -> None:
+    attn = _attention()
+    tokens = torch.randn(1, 5, 4).expand(2, 5, 4)
+    out, _ = attn(torch.randn(2, 6), tokens, torch.ones(2, 5, dtype=torch.bool))
+    assert not torch.allclose(out[0], out[1], atol=1e-4)
+
+
+def test_fully_masked_rows_have_finite_gradients() -> None:
+    attn = _attention()
+    attn.train()
+    tokens = torch.randn(2, 3, 4, requires_grad=True)
+    mask = torch.tensor([[False, False, False], [True, True, False]])
+    out, _ = attn(torch.randn(2, 6), tokens, mask)
+    out.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in attn.parameters())
+    assert torch.equal(tokens.grad[0], torch.zeros(3, 4))  # the empty row reaches no token
+    assert tokens.grad[1, :2].abs().sum() > 0
+    assert torch.equal(tokens.grad[1, 2], torch.zeros(4))  # padding gets no gradient
+
+
+def test_multi_head_matches_manual_computation() -> None:
+    attn = _attention(num_heads=2)
+    relation = torch.randn(1, 6)
+    tokens = torch.randn(1, 3, 4)
+    mask = torch.tensor([[True, True, False]])
+    out, _ = attn(relation, tokens, mask)
+    q = attn.query_proj(attn.query_norm(relation)).view(2, 4)  # (H, d)
+    normed = attn.token_norm(tokens[0, :2])
+    k = attn.key_proj(normed).view(2, 2, 4).transpose(0, 1)  # (H, L, d)
+    v = attn.value_proj(normed).view(2, 2, 4).transpose(0, 1)
+    weights = F.softmax((k @ q[:, :, None]).squeeze(-1) / 2.0, dim=-1)  # sqrt(d) = 2
+    heads = (weights[:, :, None] * v).sum(dim=1)  # (H, d)
+    torch.testing.assert_close(out[0], attn.out_proj(heads.reshape(8)))
+
+
+def test_bad_head_count_raises() -> None:
+    with pytest.raises(ValueError, match="num_heads=3"):
+        RelationCrossAttention(4, 4, 4, d_model=8, num_heads=3)
+
+
+def test_token_index_shares_keys_and_matches_repeated_tokens() -> None:
+    attn = _attention()
+    relation = torch.randn(3, 6)
+    tokens = torch.randn(2, 4, 4)
+    mask = torch.tensor([[True, True, True, False], [False, False, False, False]])
+    token_index = torch.tensor([0, 0, 1])
+    shared, empty = attn(relation, tokens, mask, token_index)
+    repeated, _ = attn(relation, tokens[token_index], mask[token_index])
+    torch.testing.assert_close(shared, repeated)
+    assert empty.tolist() == [False, False, True]
+    with pytest.raises(ValueError, match=r"relation rows \(3\) must equal token rows \(2\)"):
+        attn(relation, tokens, mask)
