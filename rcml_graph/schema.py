@@ -58,7 +58,7 @@ class GraphConfig:
     test_ratio: float = 0.1
     split: str = "transductive"
     seed: int = 0
-    community_resolution: float = 1.0
+    community_resolution: float = 2.0
     min_community_size: int = 3
     max_networkx_edges: int = 2_000_000
     max_text_chars: int = 1000

@@ -9,12 +9,30 @@ distinctive category/title terms by TF-IDF over communities.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfTransformer
+
+_WORD = re.compile(r"[a-z][a-z]+")
+
+
+def _stem(word: str) -> str:
+    return word[:-2] if word.endswith("es") and len(word) > 4 else word.rstrip("s")
+
+
+def segment_ngrams(document: str) -> list[str]:
+    """Unigrams and bigrams inside each line of ``document``: no bigram spans two fields
+    (the end of a category name and the start of a title)."""
+    terms: list[str] = []
+    for segment in document.lower().split("\n"):
+        words = [w for w in _WORD.findall(segment) if w not in ENGLISH_STOP_WORDS]
+        terms.extend(words)
+        terms.extend(f"{a} {b}" for a, b in zip(words, words[1:]) if a != b)
+    return terms
 
 
 @dataclass
@@ -110,9 +128,7 @@ def name_communities(
     if num_communities == 0:
         return [], []
     vectorizer = CountVectorizer(
-        stop_words="english",
-        token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b",
-        ngram_range=(1, 2),
+        analyzer=segment_ngrams,
         min_df=2,
         max_features=200_000,
         dtype=np.float32,
@@ -136,9 +152,10 @@ def name_communities(
         order = np.argsort(-row.data, kind="stable")
         terms: list[str] = []
         for term in vocabulary[row.indices[order]]:
-            # Skip a term that repeats words already in the name ("fly" after "fly fishing").
-            words = term.split()
-            if len(set(words)) < len(words) or any(set(words) & set(t.split()) for t in terms):
+            # Skip a term that repeats a word already in the name, plurals included
+            # ("dumbbell" after "dumbbells", "fly" after "fly fishing").
+            words = {_stem(w) for w in term.split()}
+            if any(words & {_stem(w) for w in t.split()} for t in terms):
                 continue
             terms.append(str(term))
             if len(terms) == max(num_terms, 5):
@@ -162,7 +179,8 @@ def find_communities(
     """Find and name communities of the undirected graph given by ``edge_index`` (2, E).
 
     Args:
-        documents: one text per node (category path and title) used to name communities.
+        documents: one text per node used to name communities; its lines (category names,
+            title) are separate fields.
         min_size: communities smaller than this get label -1 (generic descriptions).
         max_networkx_edges: above this, label propagation replaces networkx Louvain.
     """

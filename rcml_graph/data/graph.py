@@ -45,7 +45,7 @@ class GraphSettings:
     test_ratio: float = 0.1
     split: str = "transductive"  # or "inductive" (held-out products)
     seed: int = 0
-    community_resolution: float = 1.0
+    community_resolution: float = 2.0
     min_community_size: int = 3
     max_networkx_edges: int = 2_000_000
     max_text_chars: int = 1000
@@ -175,8 +175,9 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
         for kind in RELATION_KINDS
         if kind in table.edges and table.edges[kind].shape[1] > 0
     }
+    # Category levels below the root (the leaf twice: it is the most telling) and the title.
     documents = [
-        " ".join([*c[1:], c[-1] if c else "", t]) for c, t in zip(table.category_path, table.title)
+        "\n".join([*c[1:], c[-1] if c else "", t]) for c, t in zip(table.category_path, table.title)
     ]
     families = {
         "co_purchase": [k for k in CO_PURCHASE_KINDS if k in edges],
