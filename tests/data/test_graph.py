@@ -31,7 +31,7 @@ def _world(num_per_group: int = 6) -> list[RawProduct]:
 
 
 def test_graph_layout_and_descriptions():
-    data, report = build_graph(collect_products(_world()), GraphSettings(min_community_size=3))
+    data, report = build_graph(collect_products(_world()), GraphSettings(min_community_size=3, community_resolution=1.0))
     assert data["product"].num_nodes == 13
     assert data.relation_text[0] == SELF_RELATION_TEXT
     assert int(data.relation_kind_of_desc[0]) == -1
