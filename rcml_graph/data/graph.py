@@ -130,7 +130,7 @@ def _community_report(
 def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> tuple[HeteroData, dict]:
     """Turn a product table into a heterogeneous graph with described relation edges.
 
-    Returns the graph and the graph part of the build report. See ``docs/graph.md`` for the
+    Returns the graph and the graph part of the build report. See the README for the
     layout of the ``HeteroData`` (node stores, edge stores, the relation-text table).
     """
     settings = settings or GraphSettings()

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from rcml_graph.data.amazon import RawProduct, read_products
+from rcml_graph.data.demo_calibration import _expected_hit_at_1
 from rcml_graph.data.demo import (
     COLOURS,
     COMPLEMENTARY_PAIRS,
@@ -20,7 +21,6 @@ from rcml_graph.data.demo import (
     INTERESTS,
     PATTERNS,
     DemoSummary,
-    _expected_hit_at_1,
     generate_demo,
     relation_guided_retrieval_calibration,
     render_image,
