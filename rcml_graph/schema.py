@@ -60,7 +60,7 @@ class GraphConfig:
     seed: int = 0
     community_resolution: float = 2.0
     min_community_size: int = 3
-    max_networkx_edges: int = 2_000_000
+    max_networkx_edges: int = 250_000
     max_text_chars: int = 1000
     drop_no_text: bool = True
 
@@ -83,21 +83,79 @@ class DownloadConfig:
 
 
 @dataclass
+class HeadConfig:
+    """The RCML head on top of the backbone (``rcml_graph.model.head.RCMLHead``)."""
+
+    beta: float = 0.5
+    learn_beta: bool = False
+    d_model: int = 256
+    num_heads: int = 4
+    dropout: float = 0.0
+    projection: str = "linear"
+    projection_hidden_dim: Optional[int] = None
+    out_dim: Optional[int] = None
+
+
+@dataclass
 class ModelConfig:
-    """A backbone preset (``rcml_graph.backbones``)."""
+    """A backbone preset (``rcml_graph.backbones``) plus the RCML variant and head."""
 
     name: str = "offline"
     pretrained: Optional[str] = None
     checkpoint: Optional[str] = None
     embed_dim: Optional[int] = None
+    #: Backbone init seed used when the feature cache was built (``features.seed``).
+    init_seed: int = 0
+    #: ``rcml``, ``clip``, ``unconditioned``, ``no_inter``, ``no_intra``, ``relation_ids``.
+    variant: str = "rcml"
+    head: HeadConfig = field(default_factory=HeadConfig)
 
 
 @dataclass
 class TrainConfig:
+    """``rcml_graph.train`` settings (see ``rcml_graph.training.loop.FitOptions``)."""
+
     seed: int = 0
+    #: Anchor slots per batch (each brings up to ``positives_per_anchor`` relation pairs and
+    #: one self pair); products per batch for self-pair-only training.
     batch_size: int = 256
+    positives_per_anchor: int = 4
+    #: ``auto`` (the variant's), ``self`` (intra-sample pairs only) or ``relations``.
+    pairs: str = "auto"
     epochs: int = 10
     lr: float = 1e-3
+    weight_decay: float = 0.2
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: Optional[float] = 1.0
+    patience: Optional[int] = 3
+    monitor: str = "val/hit@5"
+    max_steps: Optional[int] = None
+    stop_after_epoch: Optional[int] = None
+    w_inter: float = 1.0
+    w_intra: float = 1.0
+    mask_false_negatives: bool = True
+    graph_false_negatives: bool = True
+    #: ``frozen`` (reads the token cache) or ``finetune`` (backbone end to end).
+    backbone: str = "frozen"
+    trainable_last_blocks: int = 1
+    amp_dtype: Optional[str] = "bfloat16"
+    #: ``latest``, a checkpoint path, or null.
+    resume: Optional[str] = None
+    #: Run folder; null means Hydra's output dir.
+    run_dir: Optional[str] = None
+    #: Feature cache folder; null means ``<data_root>/<domain>/features/<model>``.
+    cache_dir: Optional[str] = None
+    preload_features: bool = True
+    device: str = "auto"
+    deterministic: bool = False
+    val_negatives: int = 20
+    val_max_queries: Optional[int] = 5000
+    val_seed: int = 0
+    validate_before: bool = True
+    show_progress: bool = True
+    tensorboard: bool = True
+    log_every: int = 10
 
 
 @dataclass

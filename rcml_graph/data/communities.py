@@ -173,7 +173,7 @@ def find_communities(
     seed: int = 0,
     resolution: float = 1.0,
     min_size: int = 3,
-    max_networkx_edges: int = 2_000_000,
+    max_networkx_edges: int = 250_000,
     num_name_terms: int = 2,
 ) -> Communities:
     """Find and name communities of the undirected graph given by ``edge_index`` (2, E).

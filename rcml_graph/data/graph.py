@@ -47,7 +47,7 @@ class GraphSettings:
     seed: int = 0
     community_resolution: float = 2.0
     min_community_size: int = 3
-    max_networkx_edges: int = 2_000_000
+    max_networkx_edges: int = 250_000
     max_text_chars: int = 1000
 
     def __post_init__(self) -> None:
