@@ -1,7 +1,7 @@
 """Cache a frozen backbone's token features for a domain's products and relation texts.
 
     python -m rcml_graph.features domain=demo model=offline
-    python -m rcml_graph.features domain=sports model=clip_b32 +features.batch_size=512
+    python -m rcml_graph.features domain=sports model=clip_b32 features.batch_size=512
 
 Reads the built graph (``scripts/build_graph.py``) and the image manifest
 (``scripts/download_images.py``; without one every product is text-only), then writes
@@ -15,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rcml_graph.schema import FeaturesConfig
 from rcml_graph.cli import CONFIG_DIR, register_configs
 from rcml_graph.data.graph_io import load_graph, read_manifest
 from rcml_graph.feature_cache import (
@@ -38,31 +38,7 @@ log = logging.getLogger("features")
 register_configs()
 
 
-@dataclass
-class FeaturesOptions:
-    """Options of the feature build (config node ``features:``; every key optional).
-
-    Attributes:
-        batch_size: Images/texts per forward.
-        shard_size: Products per resumable shard.
-        num_workers: DataLoader workers reading images.
-        dtype: Storage dtype (``float16``, ``bfloat16``, ``float32``).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-        image_decoder: ``auto``, ``pil`` or ``tensor``.
-        seed: Seed set before building the backbone (random-init towers and projections).
-        cache_dir: Output folder; None gives ``<data_root>/<domain>/features/<model>``.
-        max_shards: Stop after this many shards per stage (for testing resumption).
-    """
-
-    batch_size: int = 64
-    shard_size: int = 4096
-    num_workers: int = 2
-    dtype: str = "float16"
-    device: str = "auto"
-    image_decoder: str = "auto"
-    seed: int = 0
-    cache_dir: Optional[str] = None
-    max_shards: Optional[int] = None
+FeaturesOptions = FeaturesConfig
 
 
 def features_options(cfg: DictConfig) -> FeaturesOptions:

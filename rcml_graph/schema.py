@@ -97,6 +97,33 @@ class HeadConfig:
 
 
 @dataclass
+class FeaturesConfig:
+    """Options of ``python -m rcml_graph.features`` (config node ``features:``).
+
+    Attributes:
+        batch_size: Images/texts per forward.
+        shard_size: Products per resumable shard.
+        num_workers: DataLoader workers reading images.
+        dtype: Storage dtype (``float16``, ``bfloat16``, ``float32``).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+        image_decoder: ``auto``, ``pil`` or ``tensor``.
+        seed: Seed set before building the backbone (random-init towers and projections).
+        cache_dir: Output folder; None gives ``<data_root>/<domain>/features/<model>``.
+        max_shards: Stop after this many shards per stage (for testing resumption).
+    """
+
+    batch_size: int = 64
+    shard_size: int = 4096
+    num_workers: int = 2
+    dtype: str = "float16"
+    device: str = "auto"
+    image_decoder: str = "auto"
+    seed: int = 0
+    cache_dir: Optional[str] = None
+    max_shards: Optional[int] = None
+
+
+@dataclass
 class ModelConfig:
     """A backbone preset (``rcml_graph.backbones``) plus the RCML variant and head."""
 
@@ -160,8 +187,32 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Options of ``rcml_graph.evaluate`` (see ``rcml_graph.evaluation.SuiteSettings``)."""
+
     num_negatives: int = 20
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    #: Test edges per task (seeded subsample); None for all.
+    max_queries: Optional[int] = 2000
+    #: Training edges the relation-type probe and the validation classifier fit on.
+    max_train_edges: Optional[int] = 5000
+    #: Queries of full-corpus retrieval; 0 skips it, None ranks every test edge.
+    full_corpus_queries: Optional[int] = 500
+    batch_size: int = 256
+    probe_test_ratio: float = 0.3
+    #: Which tasks run; empty for all (retrieval, retrieval_sensitive, retrieval_unseen,
+    #: relation_type, relation_validation, classification, retention).
+    tasks: list[str] = field(default_factory=list)
+    #: Evaluate the frozen backbone (``model``) with the relation text appended to the item text.
+    zero_shot: bool = True
+    #: Trained checkpoints to evaluate (besides a top-level ``checkpoint=``).
+    checkpoints: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    #: ``<results_dir>/<domain>/results.json`` collects the rows of every run.
+    results_dir: str = "results"
+    #: The run folder; None for Hydra's run dir.
+    output_dir: Optional[str] = None
+    plots: bool = True
+    tsne_points: int = 500
 
 
 @dataclass
@@ -173,5 +224,6 @@ class RootConfig:
     graph: GraphConfig = field(default_factory=GraphConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     force: bool = False
     show_progress: bool = True

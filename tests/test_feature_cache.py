@@ -258,9 +258,9 @@ def test_entry_point_builds_resumes_and_detects_new_images(tmp_path):
     write_manifest(ImageManifest(records=records), image_dir / "manifest.json")
 
     overrides = ["domain=demo", "model=tiny", f"paths.data_root={tmp_path}", "show_progress=false",
-                 "+features.num_workers=0", "+features.shard_size=1", "+features.device=cpu"]
+                 "features.num_workers=0", "features.shard_size=1", "features.device=cpu"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        partial = run(compose(config_name="config", overrides=[*overrides, "+features.max_shards=1"]))
+        partial = run(compose(config_name="config", overrides=[*overrides, "features.max_shards=1"]))
         summary = run(compose(config_name="config", overrides=overrides))
     assert not partial["complete"] and summary["complete"]
     assert summary["build_stats"]["resumed"]
