@@ -1,0 +1,313 @@
+from collections import Counter
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from rcml_graph.relations import RELATION_KINDS, SELF_RELATION_TEXT, edge_type, reverse_edge_type
+from rcml_graph.sampling import (
+    NO_NEGATIVE,
+    RELATION_SPECIFIC,
+    SAME_CATEGORY,
+    RelationPairSampler,
+    expand_segments,
+    false_negative_mask,
+    false_negative_product_mask,
+)
+
+# 7 products. Descriptions: 0 self, 1-2 also_bought, 3 also_viewed, 4 buy_after_viewing.
+DESC_KIND = [-1, 0, 0, 1, 3]
+CATEGORY = [0, 0, 0, 1, -1, 1, 0]
+# (src, dst, desc, split) per relation kind; forward direction only.
+EDGES = {
+    "also_bought": [(0, 1, 1, 0), (0, 2, 1, 0), (0, 2, 2, 0), (1, 2, 1, 0), (3, 4, 1, 1)],
+    "also_viewed": [(0, 3, 3, 0), (2, 5, 3, 2), (4, 6, 3, 0)],
+    "buy_after_viewing": [(1, 3, 4, 0), (6, 0, 4, 0)],
+}
+# Training triples, written out by hand: symmetric kinds in both directions, the directed
+# buy_after_viewing only as stored; the val edge (3, 4) and test edge (2, 5) are absent.
+TRAIN_TRIPLES = {
+    (0, 1, 1), (1, 0, 1), (0, 2, 1), (2, 0, 1), (0, 2, 2), (2, 0, 2), (1, 2, 1), (2, 1, 1),
+    (0, 3, 3), (3, 0, 3), (4, 6, 3), (6, 4, 3),
+    (1, 3, 4), (6, 0, 4),
+}
+
+
+def make_graph(edges: dict, num_products: int, category: list[int], desc_kind: list[int]) -> HeteroData:
+    data = HeteroData()
+    data["product"].num_nodes = num_products
+    data["product"].category_id = torch.tensor(category)
+    data["product"].text = [f"product {i}" for i in range(num_products)]
+    data["product"].asin = [f"A{i:04d}" for i in range(num_products)]
+    for kind, rows in edges.items():
+        t = torch.tensor(rows, dtype=torch.long).view(-1, 4)
+        for et, ei in ((edge_type(kind), t[:, :2].T), (reverse_edge_type(kind), t[:, [1, 0]].T)):
+            data[et].edge_index = ei.contiguous()
+            data[et].desc_id = t[:, 2].clone()
+            data[et].split = t[:, 3].to(torch.uint8)
+    data.relation_text = [SELF_RELATION_TEXT] + [f"desc {i}" for i in range(1, len(desc_kind))]
+    data.relation_kind_of_desc = torch.tensor(desc_kind)
+    return data
+
+
+@pytest.fixture
+def graph() -> HeteroData:
+    return make_graph(EDGES, 7, CATEGORY, DESC_KIND)
+
+
+def random_graph(seed: int, num_products: int = 30, num_edges: int = 160) -> tuple[HeteroData, set]:
+    """A random graph and its training triples, computed independently of the sampler."""
+    g = torch.Generator().manual_seed(seed)
+    kinds = RELATION_KINDS[:2] + ("buy_after_viewing",)
+    desc_kind = [-1] + [k for k in range(4) for _ in range(2)]  # 2 descriptions per kind
+    edges, triples = {}, set()
+    for kind in kinds:
+        k = RELATION_KINDS.index(kind)
+        src = torch.randint(0, num_products, (num_edges,), generator=g)
+        dst = torch.randint(0, num_products, (num_edges,), generator=g)
+        desc = 1 + 2 * k + torch.randint(0, 2, (num_edges,), generator=g)
+        split = torch.randint(0, 3, (num_edges,), generator=g) % 2 * torch.randint(1, 3, (num_edges,), generator=g)
+        rows = list(zip(src.tolist(), dst.tolist(), desc.tolist(), split.tolist()))
+        edges[kind] = rows
+        for s, d, r, sp in rows:
+            if sp == 0 and s != d:
+                triples.add((s, d, r))
+                if kind != "buy_after_viewing":
+                    triples.add((d, s, r))
+    category = torch.randint(-1, 4, (num_products,), generator=g).tolist()
+    return make_graph(edges, num_products, category, desc_kind), triples
+
+
+def epoch_batches(sampler: RelationPairSampler) -> list:
+    return list(sampler)
+
+
+def positive_triples(batches: list) -> list[tuple[int, int, int]]:
+    out = []
+    for b in batches:
+        keep = ~b.is_self
+        out += list(zip(b.src[keep].tolist(), b.dst[keep].tolist(), b.desc_id[keep].tolist()))
+    return out
+
+
+def test_expand_segments_known_answer():
+    row, pos = expand_segments(torch.tensor([5, 0, 9]), torch.tensor([2, 0, 3]))
+    assert row.tolist() == [0, 0, 2, 2, 2]
+    assert pos.tolist() == [5, 6, 9, 10, 11]
+
+
+@pytest.mark.parametrize("batch_size,k", [(1, 1), (2, 2), (3, 4), (100, 3)])
+def test_epoch_covers_each_training_pair_once(graph, batch_size, k):
+    sampler = RelationPairSampler(graph, batch_size=batch_size, positives_per_anchor=k)
+    batches = epoch_batches(sampler)
+    counts = Counter(positive_triples(batches))
+    assert set(counts) == TRAIN_TRIPLES  # val (3, 4) / test (2, 5) and reverse b-a-v absent
+    assert all(c == 1 for c in counts.values())
+    assert len(batches) == len(sampler)
+    for b in batches:
+        # an anchor slot brings at most K positives
+        anchors = b.src[b.is_self]
+        assert b.num_pairs - anchors.numel() <= k * anchors.numel()
+    assert sampler.state_dict()["epoch"] == 1  # the epoch advanced after iteration
+
+
+def test_slots_split_anchor_neighbours(graph):
+    # anchor 0 has 4 training pairs -> with K = 2 exactly 2 slots of 2 pairs
+    sampler = RelationPairSampler(graph, batch_size=1, positives_per_anchor=2)
+    per_batch = [(b.src[b.is_self].tolist(), int((~b.is_self).sum())) for b in sampler]
+    assert sorted(n for anchors, n in per_batch if anchors == [0]) == [2, 2]
+    # 9 slots: anchors 0, 1, 2 (4, 3, 3 pairs) two each; 3, 4, 6 (1, 1, 2 pairs) one each
+    assert len(per_batch) == len(sampler) == 9
+
+
+def test_self_pairs(graph):
+    sampler = RelationPairSampler(graph, batch_size=2, positives_per_anchor=2)
+    for b in sampler:
+        s = b.is_self
+        assert torch.equal(b.src[s], b.dst[s])
+        assert (b.desc_id[s] == 0).all() and (b.desc_id[~s] > 0).all()
+        # self pairs come last, one per slot
+        assert s[-int(s.sum()):].all()
+    no_self = RelationPairSampler(graph, batch_size=2, positives_per_anchor=2, include_self_pairs=False)
+    assert not any(b.is_self.any() for b in no_self)
+    assert sum(b.num_pairs for b in no_self) == len(TRAIN_TRIPLES)
+
+
+def hard_negatives_by_pair(sampler) -> dict:
+    out = {}
+    for b in sampler:
+        for i in range(b.num_pairs):
+            key = (int(b.src[i]), int(b.dst[i]), int(b.desc_id[i]))
+            out[key] = (b.hard_neg[i].tolist(), b.hard_neg_kind[i].tolist())
+    return out
+
+
+def test_relation_specific_negatives_known_answers(graph):
+    sampler = RelationPairSampler(graph, batch_size=3, relation_negative_fraction=1.0,
+                                  rejection_rounds=16)
+    neg = hard_negatives_by_pair(sampler)
+    # anchor 0 neighbours: 1 (d1), 2 (d1, d2), 3 (d3). Under d1, 2 is linked -> only 3.
+    assert neg[(0, 1, 1)] == ([3], [RELATION_SPECIFIC])
+    assert neg[(0, 2, 1)] == ([3], [RELATION_SPECIFIC])
+    # anchor 6: 4 (d3), 0 (d4)
+    assert neg[(6, 0, 4)] == ([4], [RELATION_SPECIFIC])
+    assert neg[(6, 4, 3)] == ([0], [RELATION_SPECIFIC])
+    # anchor 4 has no other description -> falls back to its category: none (-1)
+    assert neg[(4, 6, 3)] == ([NO_NEGATIVE], [NO_NEGATIVE])
+    # anchor 3: no other description; category 1 = {3, 5}; (3, 5) is not linked -> 5
+    assert neg[(3, 0, 3)] == ([5], [SAME_CATEGORY])
+    # self pair of anchor 6: any neighbour is relation-specific
+    assert neg[(6, 6, 0)][0][0] in {0, 4}
+
+
+def test_same_category_negatives_known_answers(graph):
+    sampler = RelationPairSampler(graph, batch_size=3, relation_negative_fraction=0.0,
+                                  rejection_rounds=16)
+    neg = hard_negatives_by_pair(sampler)
+    # category 0 = {0, 1, 2, 6}; anchor 0 under d1 is linked to 1 and 2 -> only 6
+    assert neg[(0, 1, 1)] == ([6], [SAME_CATEGORY])
+    # anchor 1 under d1 is linked to 0 and 2 -> 6
+    assert neg[(1, 2, 1)] == ([6], [SAME_CATEGORY])
+    # anchor 2 under d2 is linked to 0 only -> 1 or 6
+    assert neg[(2, 0, 2)][0][0] in {1, 6}
+    # anchor 4 has no category -> falls back to relation-specific: none
+    assert neg[(4, 6, 3)] == ([NO_NEGATIVE], [NO_NEGATIVE])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hard_negative_invariants_on_random_graph(seed):
+    data, triples = random_graph(seed)
+    category = data["product"].category_id.tolist()
+    sampler = RelationPairSampler(data, batch_size=5, positives_per_anchor=3, num_hard_negatives=3,
+                                  seed=seed)
+    found = Counter()
+    for b in sampler:
+        for i in range(b.num_pairs):
+            s, r = int(b.src[i]), int(b.desc_id[i])
+            for t, kind in zip(b.hard_neg[i].tolist(), b.hard_neg_kind[i].tolist()):
+                found[kind] += 1
+                if kind == NO_NEGATIVE:
+                    assert t == -1
+                    continue
+                assert t != s
+                assert (s, t, r) not in triples  # never linked under the positive's description
+                if kind == SAME_CATEGORY:
+                    assert category[t] == category[s] >= 0
+                else:  # linked to the anchor under another description
+                    assert any((s, t, other) in triples for other in range(1, 9) if other != r)
+    assert found[SAME_CATEGORY] > 0 and found[RELATION_SPECIFIC] > 0
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_false_negative_mask_matches_brute_force(seed):
+    data, triples = random_graph(seed)
+    sampler = RelationPairSampler(data, batch_size=6, positives_per_anchor=3, num_hard_negatives=2,
+                                  seed=seed)
+    assert set(positive_triples(list(sampler))) == triples
+    for b in sampler:
+        mask = false_negative_mask(b, with_hard_negatives=True)
+        cols = torch.cat([b.dst, b.hard_neg.flatten()]).tolist()
+        src, desc = b.src.tolist(), b.desc_id.tolist()
+        expected = torch.tensor([[(src[i], c, desc[i]) in triples or (desc[i] == 0 and c == src[i])
+                                  for c in cols] for i in range(b.num_pairs)])
+        assert torch.equal(mask, expected)
+        assert torch.equal(false_negative_mask(b), expected[:, :b.num_pairs])
+        assert mask.diagonal().all()
+        products = b.products.tolist()
+        by_product = torch.tensor([[(src[i], v, desc[i]) in triples or (desc[i] == 0 and v == src[i])
+                                    for v in products] for i in range(b.num_pairs)])
+        assert torch.equal(false_negative_product_mask(b), by_product)
+
+
+def test_false_negative_mask_known_answer(graph):
+    sampler = RelationPairSampler(graph, batch_size=100, num_hard_negatives=0)
+    (b,) = list(sampler)
+    mask = false_negative_mask(b)
+    i = next(k for k in range(b.num_pairs) if (b.src[k], b.dst[k], b.desc_id[k]) == (0, 1, 1))
+    # the targets 1 and 2 are linked to anchor 0 under d1, nothing else is
+    assert set(b.dst[mask[i]].tolist()) == {1, 2}
+    j = next(k for k in range(b.num_pairs) if b.is_self[k] and b.src[k] == 0)
+    assert set(b.dst[mask[j]].tolist()) == {0}
+
+
+def test_unique_products_index_back(graph):
+    sampler = RelationPairSampler(graph, batch_size=3, num_hard_negatives=2)
+    for b in sampler:
+        assert b.products.unique().numel() == b.products.numel()  # no duplicates
+        assert torch.equal(b.products[b.src_local], b.src)
+        assert torch.equal(b.products[b.dst_local], b.dst)
+        has = b.hard_neg >= 0
+        assert torch.equal(b.products[b.hard_neg_local[has]], b.hard_neg[has])
+        assert (b.hard_neg_local[~has] == -1).all()
+        # exactly the referenced products
+        referenced = set(b.src.tolist()) | set(b.dst.tolist()) | set(b.hard_neg[has].tolist())
+        assert set(b.products.tolist()) == referenced
+
+
+def batches_equal(a, b) -> bool:
+    return all(torch.equal(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+
+
+def test_seeded_determinism():
+    data, _ = random_graph(5)
+    run = lambda seed: list(RelationPairSampler(data, batch_size=4, seed=seed, num_hard_negatives=2))
+    a, b, c = run(7), run(7), run(8)
+    assert len(a) == len(b) and all(batches_equal(x, y) for x, y in zip(a, b))
+    assert not all(batches_equal(x, y) for x, y in zip(a, c))
+    sampler = RelationPairSampler(data, batch_size=4, seed=7, num_hard_negatives=2)
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert not all(batches_equal(x, y) for x, y in zip(a, epoch1))
+    sampler.set_epoch(1)
+    assert all(batches_equal(x, y) for x, y in zip(epoch1, sampler))
+
+
+def test_state_dict_resume_gives_identical_remaining_batches():
+    data, _ = random_graph(6)
+    make = lambda: RelationPairSampler(data, batch_size=4, seed=3, num_hard_negatives=1)
+    full = make()
+    full.set_epoch(2)
+    reference = list(full)
+    interrupted = make()
+    interrupted.set_epoch(2)
+    it = iter(interrupted)
+    for _ in range(3):
+        next(it)
+    state = interrupted.state_dict()
+    assert state == {"seed": 3, "epoch": 2, "batch": 3}
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert len(rest) == len(reference) - 3
+    assert all(batches_equal(x, y) for x, y in zip(rest, reference[3:]))
+    assert resumed.state_dict() == {"seed": 3, "epoch": 3, "batch": 0}
+
+
+def test_relation_kinds_filter(graph):
+    sampler = RelationPairSampler(graph, batch_size=4, relation_kinds=["also_viewed"])
+    assert set(positive_triples(list(sampler))) == {(0, 3, 3), (3, 0, 3), (4, 6, 3), (6, 4, 3)}
+
+
+def test_bad_arguments_raise(graph):
+    with pytest.raises(ValueError, match="also_boght"):
+        RelationPairSampler(graph, batch_size=2, relation_kinds=["also_boght"])
+    with pytest.raises(ValueError, match="batch_size=0"):
+        RelationPairSampler(graph, batch_size=0)
+    with pytest.raises(ValueError, match="relation_negative_fraction"):
+        RelationPairSampler(graph, batch_size=2, relation_negative_fraction=1.5)
+    del graph[edge_type("also_bought")].split
+    with pytest.raises(ValueError, match="split"):
+        RelationPairSampler(graph, batch_size=2)
+    sampler = RelationPairSampler(make_graph(EDGES, 7, CATEGORY, DESC_KIND), batch_size=2, seed=1)
+    with pytest.raises(ValueError, match="seed"):
+        sampler.load_state_dict({"seed": 2, "epoch": 0, "batch": 0})
+
+
+def test_graph_without_categories_uses_relation_negatives_only(graph):
+    del graph["product"].category_id
+    sampler = RelationPairSampler(graph, batch_size=3, relation_negative_fraction=0.0,
+                                  rejection_rounds=16)
+    neg = hard_negatives_by_pair(sampler)
+    # no category: every column falls back to the relation-specific kind
+    assert neg[(0, 1, 1)] == ([3], [RELATION_SPECIFIC])
+    assert neg[(3, 0, 3)] == ([NO_NEGATIVE], [NO_NEGATIVE])
