@@ -225,5 +225,7 @@ class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    #: A trained checkpoint (``python -m rcml_graph.evaluate checkpoint=runs/.../best.pt``).
+    checkpoint: Optional[str] = None
     force: bool = False
     show_progress: bool = True
