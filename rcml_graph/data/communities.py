@@ -120,32 +120,44 @@ def _renumber_by_size(label: np.ndarray, min_size: int) -> np.ndarray:
     return out
 
 
+@dataclass
+class TermMatrix:
+    """Which naming terms each product's document contains: ``(N, V)`` binary CSR."""
+
+    presence: sp.csr_matrix
+    vocabulary: np.ndarray
+
+
+def term_matrix(documents: list[str]) -> TermMatrix:
+    """Count the naming terms of every document once (shared by every community family)."""
+    vectorizer = CountVectorizer(
+        analyzer=segment_ngrams, min_df=2, max_features=200_000, binary=True, dtype=np.float32
+    )
+    try:
+        presence = vectorizer.fit_transform(documents).tocsr()
+    except ValueError:  # no term occurs twice
+        return TermMatrix(sp.csr_matrix((len(documents), 0), dtype=np.float32), np.array([], dtype=object))
+    return TermMatrix(presence, vectorizer.get_feature_names_out())
+
+
 def name_communities(
-    label: np.ndarray, documents: list[str], num_terms: int = 2
+    label: np.ndarray, terms: TermMatrix, num_terms: int = 2
 ) -> tuple[list[str], list[list[str]]]:
     """Name each community by its most distinctive terms (TF-IDF over communities)."""
     num_communities = int(label.max(initial=-1)) + 1
     if num_communities == 0:
         return [], []
-    vectorizer = CountVectorizer(
-        analyzer=segment_ngrams,
-        min_df=2,
-        max_features=200_000,
-        dtype=np.float32,
-    )
-    try:
-        counts = vectorizer.fit_transform(documents)  # (N, V) scipy sparse
-    except ValueError:  # no term occurs twice
+    if terms.vocabulary.size == 0:
         return [f"community {c}" for c in range(num_communities)], [[] for _ in range(num_communities)]
     members = np.flatnonzero(label >= 0)
     membership = sp.csr_matrix(
         (np.ones(members.size, dtype=np.float32), (label[members], members)),
-        shape=(num_communities, len(documents)),
+        shape=(num_communities, terms.presence.shape[0]),
     )
     # Document frequency per community, not raw counts: one verbose product must not name it.
-    community_terms = membership @ (counts > 0).astype(np.float32)
+    community_terms = membership @ terms.presence
     tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(community_terms).tocsr()
-    vocabulary = vectorizer.get_feature_names_out()
+    vocabulary = terms.vocabulary
     names, top_terms = [], []
     for c in range(num_communities):
         row = tfidf.getrow(c)
@@ -168,7 +180,7 @@ def name_communities(
 def find_communities(
     edge_index: np.ndarray,
     num_nodes: int,
-    documents: list[str],
+    terms: TermMatrix,
     *,
     seed: int = 0,
     resolution: float = 1.0,
@@ -179,8 +191,8 @@ def find_communities(
     """Find and name communities of the undirected graph given by ``edge_index`` (2, E).
 
     Args:
-        documents: one text per node used to name communities; its lines (category names,
-            title) are separate fields.
+        terms: the naming terms of each node (:func:`term_matrix` of one document per node,
+            whose lines, category names and title, are separate fields).
         min_size: communities smaller than this get label -1 (generic descriptions).
         max_networkx_edges: above this, label propagation replaces networkx Louvain.
     """
@@ -192,5 +204,5 @@ def find_communities(
     else:
         raw, method = label_propagation_labels(adj, seed), "label-propagation"
     label = _renumber_by_size(raw, min_size)
-    names, top_terms = name_communities(label, documents, num_name_terms)
+    names, top_terms = name_communities(label, terms, num_name_terms)
     return Communities(label, names, top_terms, method)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch_geometric.data import HeteroData
 
-from rcml_graph.data.communities import Communities, find_communities
+from rcml_graph.data.communities import Communities, find_communities, term_matrix
 from rcml_graph.data.products import ProductTable
 from rcml_graph.data.splits import (
     SPLIT_NAMES,
@@ -176,9 +176,9 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
         if kind in table.edges and table.edges[kind].shape[1] > 0
     }
     # Category levels below the root (the leaf twice: it is the most telling) and the title.
-    documents = [
+    terms = term_matrix([
         "\n".join([*c[1:], c[-1] if c else "", t]) for c, t in zip(table.category_path, table.title)
-    ]
+    ])
     families = {
         "co_purchase": [k for k in CO_PURCHASE_KINDS if k in edges],
         "also_viewed": [k for k in ("also_viewed",) if k in edges],
@@ -192,7 +192,7 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
         family_communities[family] = find_communities(
             union,
             num_products,
-            documents,
+            terms,
             seed=settings.seed,
             resolution=settings.community_resolution,
             min_size=settings.min_community_size,
