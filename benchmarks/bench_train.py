@@ -1,0 +1,147 @@
+"""Training-step throughput: RCML vs the CLIP special case (same features and batch), frozen
+backbone (synthetic in-memory token features), plus the pair sampler alone.
+
+    python benchmarks/bench_train.py --device cuda --products 200000 --batch 1024
+    python benchmarks/bench_train.py --device cpu --products 5000 --batch 64 --steps 10
+
+Pairs/s counts training pairs; products/s counts distinct products per step (each product's
+features enter a step once, however many pairs it is in). Fine-tune mode is not benchmarked
+yet (train.backbone=finetune is not implemented).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch_geometric.data import HeteroData
+
+from rcml_graph.model.variants import get_variant
+from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_type
+from rcml_graph.training import (
+    HeadOptions,
+    TensorFeatures,
+    build_loss,
+    build_optimizer,
+    build_sampler,
+    head_kwargs,
+    pair_loss,
+    random_features,
+)
+from rcml_graph.training.setup import build_head
+
+
+def random_graph(num_products: int, degree: int, num_descriptions: int, seed: int = 0) -> HeteroData:
+    g = torch.Generator().manual_seed(seed)
+    num_edges = num_products * degree
+    src = torch.randint(num_products, (num_edges,), generator=g)
+    dst = torch.randint(num_products, (num_edges,), generator=g)
+    desc = torch.randint(1, num_descriptions, (num_edges,), generator=g)
+    data = HeteroData()
+    data["product"].num_nodes = num_products
+    data["product"].category_id = torch.randint(50, (num_products,), generator=g)
+    split = torch.zeros(num_edges, dtype=torch.long)
+    for etype, ei in ((edge_type("also_bought"), torch.stack([src, dst])),
+                      (reverse_edge_type("also_bought"), torch.stack([dst, src]))):
+        data[etype].edge_index, data[etype].desc_id, data[etype].split = ei, desc, split
+    data.relation_text = [SELF_RELATION_TEXT] + [f"d{i}" for i in range(1, num_descriptions)]
+    return data
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source: TensorFeatures,
+                  table: torch.Tensor, device: torch.device) -> dict[str, float]:
+    variant = get_variant(name)
+    pairs = "self" if variant.self_pairs_only else "relations"
+    head = build_head(head_kwargs(variant, HeadOptions(d_model=args.d_model), args.dim, args.token_dim,
+                                  args.token_dim, table.shape[0]), device)
+    optimizer = build_optimizer(head, 1e-4, 0.1)
+    loss_fn = build_loss(variant)
+    # CLIP gets the same number of products per batch as RCML touches (anchors + targets).
+    batch = args.batch if pairs == "relations" else args.batch * 2
+    sampler = build_sampler(data, pairs, batch_size=batch, positives_per_anchor=4, seed=0, device=device)
+    batches = [sampler.batch_at(0, i) for i in range(min(len(sampler), args.steps + args.warmup))]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    num_pairs = num_products = 0
+    for i, b in enumerate(batches):
+        if i == args.warmup:
+            sync(device)
+            start = time.perf_counter()
+            num_pairs = num_products = 0
+        with amp:
+            loss, _, n = pair_loss(head, loss_fn, b, source, table, table.shape[0], device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        num_pairs += n
+        num_products += b.products.numel()
+    sync(device)
+    elapsed = time.perf_counter() - start
+    steps = len(batches) - args.warmup
+    return {"pairs_per_s": num_pairs / elapsed, "products_per_s": num_products / elapsed,
+            "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--products", type=int, default=5000)
+    parser.add_argument("--degree", type=int, default=8)
+    parser.add_argument("--descriptions", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=64, help="anchor slots per RCML batch")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--token-dim", type=int, default=768)
+    parser.add_argument("--image-tokens", type=int, default=50)
+    parser.add_argument("--text-tokens", type=int, default=32)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data = random_graph(args.products, args.degree, args.descriptions)
+    source = TensorFeatures(random_features(args.products, args.dim, args.image_tokens, args.text_tokens,
+                                            args.token_dim, torch.Generator().manual_seed(0)))
+    if device.type == "cuda":
+        source = TensorFeatures(source.product_features(torch.arange(args.products), device=device))
+    table = torch.randn(args.descriptions, args.dim, device=device)
+
+    sampler = build_sampler(data, "relations", batch_size=args.batch, positives_per_anchor=4, seed=0,
+                            device=device)
+    n = min(len(sampler), 50)
+    sync(device)
+    start = time.perf_counter()
+    sampled = sum(sampler.batch_at(0, i).num_pairs for i in range(n))
+    sync(device)
+    sampler_pairs_s = sampled / (time.perf_counter() - start)
+
+    results = {
+        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "torch": torch.__version__,
+                    "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+                    "threads": torch.get_num_threads()},
+        "command": " ".join(["python", *sys.argv]),
+        "settings": vars(args),
+        "sampler_alone": {"pairs_per_s": sampled and sampler_pairs_s},
+        "frozen": {name: bench_variant(name, args, data, source, table, device) for name in ("rcml", "clip")},
+        "finetune": "not implemented yet (train.backbone=finetune)",
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

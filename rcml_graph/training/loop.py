@@ -1,0 +1,324 @@
+"""The training loop: epochs of pair batches, AdamW + warmup/cosine, clipping, validation,
+early stopping, checkpoints and resumption, optional DDP.
+
+Resumption is exact at epoch boundaries: a checkpoint holds the head (and trainable backbone),
+optimizer, scheduler, grad scaler, epoch, step, sampler position, early-stopping state, RNG
+states and the run configuration (a JSON string, so ``torch.load(weights_only=True)`` reads it).
+Batches are pure functions of ``(seed, epoch, batch)``, so with deterministic algorithms a run
+resumed after a kill ends with the same weights and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from rcml_graph.io_utils import atomic_write_json
+from rcml_graph.losses import RCMLLoss
+from rcml_graph.model.head import RCMLHead
+from rcml_graph.sampling import PairBatch
+from rcml_graph.training.checkpoint import (
+    BEST,
+    LAST,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from rcml_graph.training.distributed import DistInfo, barrier, broadcast_flag
+from rcml_graph.training.metrics_log import MetricsLogger
+from rcml_graph.training.pairs import shard_pairs
+from rcml_graph.training.schedule import build_optimizer, build_scheduler
+from rcml_graph.training.sources import FeatureSource
+from rcml_graph.training.step import pair_loss
+from rcml_graph.training.validation import RetrievalValidator
+
+log = logging.getLogger(__name__)
+
+
+class PairSampler(Protocol):
+    """:class:`rcml_graph.sampling.RelationPairSampler` or :class:`SelfPairSampler`."""
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Any: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def state_dict(self) -> dict[str, int]: ...
+
+
+@dataclass
+class FitOptions:
+    """Loop settings (the entry point fills them from ``cfg.train``).
+
+    Attributes:
+        epochs: maximum number of epochs.
+        lr, weight_decay: AdamW settings.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        grad_clip: max global gradient norm (None: no clipping).
+        patience: stop after this many validations without improvement (None: never).
+        monitor: the validation metric that picks ``best.pt`` and drives early stopping.
+        max_steps: stop after this many optimizer steps in total (None: no limit).
+        stop_after_epoch: return after this many completed epochs, as a kill would (testing
+            resumption); the run is not finished and ``resume`` continues it.
+        graph_false_negatives: mask the sampler's graph false negatives in the loss.
+        validate_before: score the untrained model first (``init/...`` metrics).
+        amp_dtype: autocast dtype on CUDA (``bfloat16``) or None for fp32.
+        show_progress: tqdm bar with loss and pairs/s.
+        tensorboard: write TensorBoard events next to ``metrics.csv``.
+        log_every: steps between train-loss rows.
+    """
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.2
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int | None = 3
+    monitor: str = "val/hit@5"
+    max_steps: int | None = None
+    stop_after_epoch: int | None = None
+    graph_false_negatives: bool = True
+    validate_before: bool = True
+    amp_dtype: str | None = None
+    show_progress: bool = True
+    tensorboard: bool = True
+    log_every: int = 10
+
+
+@dataclass
+class _EarlyStopping:
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _trainable_modules(head: nn.Module, source: FeatureSource) -> nn.ModuleDict:
+    modules = nn.ModuleDict({"head": head})
+    if isinstance(source, nn.Module):
+        modules["backbone"] = source
+    return modules
+
+
+def fit(
+    head: RCMLHead,
+    loss_fn: RCMLLoss,
+    sampler: PairSampler,
+    source: FeatureSource,
+    validator: RetrievalValidator | None,
+    run_dir: str | Path,
+    *,
+    num_relations: int,
+    description_table: Tensor | None = None,
+    options: FitOptions | None = None,
+    config: dict[str, Any] | None = None,
+    resume: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    dist_info: DistInfo | None = None,
+) -> dict[str, float]:
+    """Train ``head`` (and ``source`` if it is a trainable module) and return final metrics.
+
+    Writes ``metrics.csv``, TensorBoard events, ``checkpoints/last.pt`` (every epoch),
+    ``checkpoints/best.pt`` (best ``options.monitor``) and ``metrics.json`` into ``run_dir``.
+
+    Args:
+        head: the RCML head, already on ``device``.
+        loss_fn: the contrastive loss.
+        sampler: yields :class:`PairBatch` es (global batches; sharded by rank under DDP).
+        source: product features (a cache, an in-memory table or a trainable backbone).
+        validator: retrieval validation run after each epoch (None: no validation).
+        run_dir: the run folder.
+        num_relations: size of the description table (for view keys).
+        description_table: ``(R, D)`` description embeddings on ``device`` (None in ``ids``
+            and global-only modes).
+        options: loop settings.
+        config: the run configuration, stored in checkpoints (JSON-serialisable).
+        resume: a checkpoint to continue from (None: a fresh run).
+        device: where to train.
+        dist_info: this process's DDP rank (None: single process).
+
+    Raises:
+        RuntimeError: the loss became NaN/inf; the message names epoch and step, and the
+            last good checkpoint is left as it was.
+    """
+    options = options or FitOptions()
+    dist_info = dist_info or DistInfo()
+    device = torch.device(device)
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    config_json = json.dumps(config or {}, sort_keys=True, default=str)
+
+    modules = _trainable_modules(head, source)
+    model: nn.Module = head
+    if dist_info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            head, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(modules, options.lr, options.weight_decay)
+    steps_per_epoch = len(sampler)
+    total_steps = options.epochs * steps_per_epoch
+    if options.max_steps is not None:
+        total_steps = min(total_steps, options.max_steps)
+    scheduler = build_scheduler(optimizer, min(options.warmup_steps, max(total_steps - 1, 0)),
+                                max(total_steps, 1), options.min_lr_ratio)
+    use_amp = options.amp_dtype is not None and device.type == "cuda"
+    amp_dtype = getattr(torch, options.amp_dtype) if use_amp else None
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start_epoch, step = 0, 0
+    stopping = _EarlyStopping()
+    metrics_out: dict[str, float] = {}
+    if resume is not None:
+        state = load_checkpoint(resume, map_location=device)
+        modules.load_state_dict(state["modules"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        stopping = _EarlyStopping(**state["early_stopping"])
+        metrics_out = dict(state.get("metrics", {}))
+        restore_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d, step %d", resume, start_epoch, step)
+
+    logger = MetricsLogger(run_dir, tensorboard=options.tensorboard, enabled=dist_info.is_main)
+
+    def validate() -> dict[str, float]:
+        if validator is None:
+            return {}
+        return validator.evaluate(head, source, description_table, device)
+
+    def checkpoint_state(epoch: int) -> dict[str, Any]:
+        return {
+            "modules": modules.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+            "epoch": epoch,
+            "step": step,
+            "sampler": sampler.state_dict(),
+            "early_stopping": asdict(stopping),
+            "metrics": metrics_out,
+            "rng": capture_rng_state(),
+            "config": config_json,
+            "description_table": description_table.detach().cpu() if description_table is not None else None,
+        }
+
+    if resume is None and options.validate_before and validator is not None:
+        initial = validate()
+        metrics_out.update({k.replace("val/", "init/val/", 1): v for k, v in initial.items()})
+        logger.log({k.replace("val/", "init/val/", 1): v for k, v in initial.items()}, 0, 0)
+
+    finished = stopping.bad_epochs >= (options.patience or math.inf) or (
+        options.max_steps is not None and step >= options.max_steps)
+    epoch = start_epoch
+    try:
+        while not finished and epoch < options.epochs:
+            sampler.set_epoch(epoch)
+            modules.train()
+            loss_sum, loss_count, pairs_seen = 0.0, 0, 0
+            epoch_start = time.perf_counter()
+            bar: Iterable[PairBatch] = sampler
+            progress = None
+            if options.show_progress and dist_info.is_main:
+                progress = tqdm(sampler, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False)
+                bar = progress
+            for batch in bar:
+                batch = batch.to(device) if batch.src.device != device else batch
+                shard = None
+                if dist_info.enabled:
+                    shard, kept = shard_pairs(batch.num_pairs, dist_info.rank, dist_info.world_size)
+                else:
+                    kept = batch.num_pairs
+                autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()
+                with autocast:
+                    loss, terms, _ = pair_loss(model, loss_fn, batch, source, description_table,
+                                               num_relations, device, options.graph_false_negatives,
+                                               shard)
+                if not torch.isfinite(loss):
+                    last = ckpt_dir / LAST
+                    kept_msg = f"the last good checkpoint {last} is kept" if last.is_file() else \
+                        "no checkpoint was written yet"
+                    raise RuntimeError(
+                        f"non-finite loss {loss.item()} at epoch {epoch}, step {step} (batch "
+                        f"{loss_count} of the epoch); {kept_msg}. Lower train.lr, check the "
+                        "feature cache for NaN/inf, or resume with train.resume=latest")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if options.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in modules.parameters() if p.requires_grad], options.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                loss_value = loss.item()
+                loss_sum += loss_value
+                loss_count += 1
+                pairs_seen += kept
+                if progress is not None:
+                    elapsed = max(time.perf_counter() - epoch_start, 1e-9)
+                    progress.set_postfix(loss=f"{loss_value:.4f}", pairs_s=f"{pairs_seen / elapsed:.0f}")
+                if step % options.log_every == 0:
+                    logger.log({"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
+                                **{f"train/{k}": float(v) for k, v in terms.items()}}, step, epoch)
+                if options.max_steps is not None and step >= options.max_steps:
+                    finished = True
+                    break
+            if progress is not None:
+                progress.close()
+            elapsed = time.perf_counter() - epoch_start
+            epoch_metrics = {
+                "train/epoch_loss": loss_sum / max(loss_count, 1),
+                "train/pairs_per_s": pairs_seen / max(elapsed, 1e-9),
+            }
+            epoch += 1
+            val = validate()
+            epoch_metrics.update(val)
+            improved = False
+            if options.monitor in val:
+                value = val[options.monitor]
+                improved = value > stopping.best
+                if improved:
+                    stopping.best, stopping.best_epoch, stopping.bad_epochs = value, epoch, 0
+                else:
+                    stopping.bad_epochs += 1
+            stopping.history.append({"epoch": float(epoch), **epoch_metrics})
+            metrics_out.update(epoch_metrics)
+            logger.log(epoch_metrics, step, epoch)
+            if options.patience is not None and stopping.bad_epochs >= options.patience:
+                finished = True
+            finished = broadcast_flag(finished, dist_info)
+            if dist_info.is_main:
+                state = checkpoint_state(epoch)
+                save_checkpoint(ckpt_dir / LAST, state)
+                if improved or validator is None:
+                    save_checkpoint(ckpt_dir / BEST, state)
+            barrier(dist_info)
+            if options.stop_after_epoch is not None and epoch >= options.stop_after_epoch and not finished:
+                return {**metrics_out, "epoch": float(epoch), "step": float(step), "interrupted": 1.0}
+    finally:
+        logger.close()
+
+    final = {
+        **metrics_out,
+        "epoch": float(epoch),
+        "step": float(step),
+        "best_epoch": float(stopping.best_epoch),
+        f"best/{options.monitor}": float(stopping.best),
+    }
+    if dist_info.is_main:
+        atomic_write_json(run_dir / "metrics.json", final)
+    return final

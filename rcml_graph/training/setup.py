@@ -1,0 +1,80 @@
+"""Build the head, loss and pair sampler of a variant (the same code path for every variant)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch_geometric.data import HeteroData
+
+from rcml_graph.losses import RCMLLoss
+from rcml_graph.model.head import RCMLHead
+from rcml_graph.model.variants import Variant
+from rcml_graph.relations import PRODUCT
+from rcml_graph.sampling import RelationPairSampler
+from rcml_graph.training.pairs import SelfPairSampler
+
+#: ``pairs`` settings: the variant's choice, self pairs only, or self + relation pairs.
+PAIR_MODES = ("auto", "self", "relations")
+
+
+@dataclass
+class HeadOptions:
+    """Head hyper-parameters (see :class:`rcml_graph.model.head.RCMLHead`)."""
+
+    beta: float = 0.5
+    learn_beta: bool = False
+    d_model: int = 256
+    num_heads: int = 4
+    dropout: float = 0.0
+    projection: str = "linear"
+    projection_hidden_dim: int | None = None
+    out_dim: int | None = None
+
+
+def head_kwargs(variant: Variant, options: HeadOptions, embed_dim: int, image_token_dim: int,
+                text_token_dim: int, num_relations: int) -> dict[str, Any]:
+    """The :class:`RCMLHead` keyword arguments of ``variant`` (JSON-serialisable)."""
+    beta = variant.resolve_beta(options.beta)
+    kwargs = asdict(options)
+    kwargs.update(
+        embed_dim=embed_dim, image_token_dim=image_token_dim, text_token_dim=text_token_dim,
+        beta=beta, learn_beta=options.learn_beta and variant.conditioned,
+        relation_mode=variant.relation_mode,
+        num_relations=num_relations if variant.relation_mode == "ids" else None,
+    )
+    return kwargs
+
+
+def build_loss(variant: Variant, w_inter: float = 1.0, w_intra: float = 1.0,
+               mask_false_negatives: bool = True) -> RCMLLoss:
+    """The variant's :class:`RCMLLoss` (dropped terms get weight 0)."""
+    w_inter, w_intra = variant.resolve_weights(w_inter, w_intra)
+    return RCMLLoss(w_inter, w_intra, mask_false_negatives)
+
+
+def resolve_pairs(variant: Variant, pairs: str) -> str:
+    """``self`` or ``relations`` for the ``pairs`` setting (``auto`` asks the variant)."""
+    if pairs not in PAIR_MODES:
+        raise ValueError(f"unknown pairs mode {pairs!r}; accepted: {', '.join(PAIR_MODES)}")
+    if pairs == "auto":
+        return "self" if variant.self_pairs_only else "relations"
+    return pairs
+
+
+def build_sampler(data: HeteroData, pairs: str, *, batch_size: int, positives_per_anchor: int,
+                  seed: int, device: torch.device | str = "cpu") -> RelationPairSampler | SelfPairSampler:
+    """Self pairs over every product (``pairs='self'``), or the relation sampler over the
+    training edges with one self pair per anchor slot (``'relations'``)."""
+    if pairs == "self":
+        return SelfPairSampler(int(data[PRODUCT].num_nodes), batch_size=batch_size, seed=seed,
+                               device=device)
+    if pairs != "relations":
+        raise ValueError(f"pairs={pairs!r}; accepted: self, relations")
+    return RelationPairSampler(data, batch_size=batch_size, positives_per_anchor=positives_per_anchor,
+                               num_hard_negatives=0, include_self_pairs=True, seed=seed, device=device)
+
+
+def build_head(kwargs: dict[str, Any], device: torch.device | str = "cpu") -> RCMLHead:
+    return RCMLHead(**kwargs).to(device)

@@ -1,0 +1,87 @@
+"""Where a training step gets its products' backbone features from.
+
+Frozen mode reads the token cache (:class:`rcml_graph.feature_cache.FeatureCache` is itself a
+source); :class:`TensorFeatures` holds a whole table in memory (benchmarks, tests, small
+domains). A source answers ``product_features(index, device=...) -> ProductFeatures``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from rcml_graph.model.features import ProductFeatures
+
+
+class FeatureSource(Protocol):
+    """Anything that returns the backbone features of a set of products."""
+
+    num_products: int
+
+    def product_features(
+        self, index: Tensor, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> ProductFeatures: ...
+
+
+class TensorFeatures:
+    """An in-memory product feature table.
+
+    Args:
+        table: :class:`ProductFeatures` of all ``N`` products (rows are product ids).
+    """
+
+    def __init__(self, table: ProductFeatures) -> None:
+        table.validate()
+        self.table = table
+        self.num_products = table.num_products
+
+    @classmethod
+    def from_source(cls, source: FeatureSource, device: str | torch.device | None = None) -> TensorFeatures:
+        """Read every product of ``source`` once (e.g. preload a feature cache into memory)."""
+        index = torch.arange(source.num_products)
+        return cls(source.product_features(index, device=device))
+
+    def product_features(
+        self, index: Tensor, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> ProductFeatures:
+        t = self.table
+        index = index.to(t.text_global.device)
+
+        def take(x: Tensor) -> Tensor:
+            return x.index_select(0, index).to(device=device, dtype=dtype)
+
+        return ProductFeatures(
+            image_global=take(t.image_global),
+            image_tokens=take(t.image_tokens),
+            text_global=take(t.text_global),
+            text_tokens=take(t.text_tokens),
+            text_mask=t.text_mask.index_select(0, index).to(device=device),
+            has_image=t.has_image.index_select(0, index).to(device=device),
+            image_mask=None if t.image_mask is None else t.image_mask.index_select(0, index).to(device=device),
+        )
+
+
+def random_features(
+    num_products: int,
+    embed_dim: int = 16,
+    image_tokens: int = 4,
+    text_tokens: int = 6,
+    token_dim: int = 8,
+    generator: torch.Generator | None = None,
+) -> ProductFeatures:
+    """A random feature table (benchmarks and tests): every product has an image, text
+    lengths vary between 1 and ``text_tokens``."""
+    def randn(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    lengths = torch.randint(1, text_tokens + 1, (num_products,), generator=generator)
+    return ProductFeatures(
+        image_global=randn(num_products, embed_dim),
+        image_tokens=randn(num_products, image_tokens, token_dim),
+        text_global=randn(num_products, embed_dim),
+        text_tokens=randn(num_products, text_tokens, token_dim),
+        text_mask=torch.arange(text_tokens)[None, :] < lengths[:, None],
+        has_image=torch.ones(num_products, dtype=torch.bool),
+    )

@@ -1,0 +1,164 @@
+"""rcml_graph.train on a small generated demo with the tiny backbone's token cache."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from rcml_graph.backbones import build_backbone
+from rcml_graph.cli import CONFIG_DIR, register_configs
+from rcml_graph.data.demo import generate_demo
+from rcml_graph.data.graph import GraphSettings
+from rcml_graph.data.pipeline import build_domain
+from rcml_graph.feature_cache import build_feature_cache
+from rcml_graph.model.features import ProductFeatures
+from rcml_graph.train import train
+from rcml_graph.training import TensorFeatures, load_checkpoint
+from rcml_graph.training.encoder import ConditionedEncoder
+
+NUM_PRODUCTS = 300
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The CI box has 2 cores shared with other jobs; intra-op threads only oversubscribe them.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    """data_root with demo/processed and demo/features/tiny (float32 cache, tiny backbone)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "demo" / "raw"
+    generate_demo(raw, num_products=NUM_PRODUCTS, seed=0, images=True, image_size=64)
+    outcome = build_domain(raw / "meta_Demo.json.gz", root / "demo" / "processed", GraphSettings(),
+                           show_progress=False)
+    data = outcome.data
+    paths = [str(raw / "images" / f"{asin}.jpg") if (raw / "images" / f"{asin}.jpg").is_file() else None
+             for asin in data["product"].product_id]
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny")
+    build_feature_cache(data, backbone, root / "demo" / "features" / "tiny", image_paths=paths,
+                        data_hash="test", model_key={"name": "tiny", "pretrained": None,
+                                                     "checkpoint": None, "embed_dim": None, "seed": 0},
+                        batch_size=64, num_workers=0, dtype="float32", show_progress=False)
+    return root
+
+
+def make_cfg(root: Path, run_dir: Path, *overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[
+            f"paths.data_root={root}", "model=tiny", "train=debug", f"train.run_dir={run_dir}",
+            "show_progress=false", *overrides])
+
+
+def test_learning_raises_val_hit5_above_untrained(demo, tmp_path):
+    metrics = train(make_cfg(demo, tmp_path, "train.epochs=4", "train.lr=3e-3", "train.patience=null"))
+    assert metrics["init/val/hit@5"] < 0.4  # 21 candidates: chance is 5/21
+    assert metrics["best/val/hit@5"] >= metrics["init/val/hit@5"] + 0.1
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["best/val/hit@5"] == metrics["best/val/hit@5"]
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,epoch,name,value" and any(",val/hit@5," in r for r in rows)
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+
+
+def test_resume_after_kill_matches_uninterrupted_run(demo, tmp_path):
+    common = ("train.epochs=2", "train.patience=null", "train.max_steps=null")
+    full = train(make_cfg(demo, tmp_path / "full", *common))
+    killed = train(make_cfg(demo, tmp_path / "split", *common, "train.stop_after_epoch=1"))
+    assert killed["interrupted"] == 1.0 and killed["epoch"] == 1.0
+    resumed = train(make_cfg(demo, tmp_path / "split", *common, "train.resume=latest"))
+    timing = {"train/pairs_per_s"}  # wall-clock, the only key allowed to differ
+    assert {k: v for k, v in resumed.items() if k not in timing} == {
+        k: v for k, v in full.items() if k not in timing}
+    assert resumed["val/hit@5"] == full["val/hit@5"] and not math.isnan(full["val/hit@5"])
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["modules"]
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["modules"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_holds_training_state_and_loads_weights_only(demo, tmp_path):
+    train(make_cfg(demo, tmp_path, "train.epochs=1"))
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert {"modules", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config",
+            "sampler", "early_stopping"} <= set(state)
+    assert state["epoch"] == 1 and state["step"] > 0
+    assert json.loads(state["config"])["variant"] == "rcml"
+
+
+@pytest.mark.parametrize("experiment,beta,pairs", [
+    ("clip", 1.0, "self"), ("unconditioned", 1.0, "relations"), ("no_inter", 0.5, "self"),
+    ("no_intra", 0.5, "relations"), ("relation_ids", 0.5, "relations"), ("rcml", 0.5, "relations"),
+])
+def test_experiments_compose_and_train(demo, tmp_path, experiment, beta, pairs):
+    metrics = train(make_cfg(demo, tmp_path, f"experiment={experiment}", "train.epochs=1",
+                             "train.max_steps=3", "train.validate_before=false"))
+    assert metrics["step"] == 3.0 and 0.0 <= metrics["val/hit@5"] <= 1.0
+    config = json.loads(load_checkpoint(tmp_path / "checkpoints" / "last.pt")["config"])
+    assert config["head"]["beta"] == beta and config["pairs"] == pairs
+    if experiment == "clip":
+        assert config["head"]["relation_mode"] == "none"
+        assert config["cfg"]["model"]["variant"] == "clip"
+    if experiment == "relation_ids":
+        assert config["head"]["relation_mode"] == "ids"
+
+
+def test_missing_cache_names_the_command(demo, tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m rcml_graph.features domain=demo model=tiny"):
+        train(make_cfg(demo, tmp_path, f"train.cache_dir={tmp_path / 'nowhere'}"))
+
+
+def test_bad_backbone_mode_is_named(demo, tmp_path):
+    with pytest.raises(ValueError, match="'sideways'"):
+        train(make_cfg(demo, tmp_path, "train.backbone=sideways"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo, tmp_path, monkeypatch):
+    train(make_cfg(demo, tmp_path, "train.epochs=1", "train.patience=null"))
+    last = tmp_path / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+
+    original = TensorFeatures.from_source.__func__
+
+    def from_source(cls, source, device=None):
+        table = original(cls, source, device)
+        table.table.text_global[:] = float("nan")
+        return table
+
+    monkeypatch.setattr(TensorFeatures, "from_source", classmethod(from_source))
+    with pytest.raises(RuntimeError, match=r"non-finite loss .* epoch 1, step \d+"):
+        train(make_cfg(demo, tmp_path, "train.epochs=2", "train.patience=null", "train.resume=latest"))
+    assert last.read_bytes() == before
+
+
+def test_encoder_reproduces_validation_views_and_new_descriptions(demo, tmp_path):
+    train(make_cfg(demo, tmp_path, "train.epochs=1"))
+    encoder = ConditionedEncoder.from_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    products = torch.tensor([0, 1, 2, 2])
+    relations = torch.tensor([0, 1, 1, 0])
+    views = encoder.encode(products, relations)
+    assert views.image.shape == views.text.shape == (4, 32)
+    assert torch.allclose(views.text.norm(dim=1), torch.ones(4))
+    # the same product under two descriptions gives two different conditioned views
+    assert not torch.allclose(views.text[2], views.text[3])
+    # a new description string encodes to the cached row of the same text
+    from rcml_graph.data.graph_io import load_graph
+
+    text = load_graph(demo / "demo" / "processed").relation_text[1]
+    new_id = encoder.add_description(text)
+    assert new_id == encoder.description_table.shape[0] - 1
+    again = encoder.encode(torch.tensor([1, 2]), torch.tensor([new_id, new_id]))
+    assert torch.allclose(again.text, views.text[1:3], atol=1e-5)
+    glob = encoder.encode_global(torch.tensor([0, 1]))
+    assert glob.text.shape == (2, 32) and not torch.allclose(glob.text[0], views.text[0])

@@ -1,0 +1,92 @@
+"""Schedule, sharding, self-pair batches, validation queries and RNG checkpoints by hand."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from rcml_graph.training import (
+    SelfPairSampler,
+    build_optimizer,
+    build_scheduler,
+    retrieval_queries,
+    save_checkpoint,
+    load_checkpoint,
+    shard_pairs,
+    warmup_cosine_factor,
+)
+from rcml_graph.training.checkpoint import capture_rng_state, restore_rng_state
+from tests.training.test_ddp import ring_graph
+
+
+def test_warmup_then_cosine_known_values():
+    assert warmup_cosine_factor(0, 4, 12) == 0.25
+    assert warmup_cosine_factor(3, 4, 12) == 1.0
+    assert warmup_cosine_factor(4, 4, 12) == 1.0  # cosine starts at its top
+    assert math.isclose(warmup_cosine_factor(8, 4, 12), 0.5)  # half-way down the cosine
+    assert warmup_cosine_factor(12, 4, 12) == 0.0
+    assert math.isclose(warmup_cosine_factor(12, 4, 12, min_lr_ratio=0.1), 0.1)
+
+
+def test_scheduler_drives_optimizer_lr():
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, lr=1.0, weight_decay=0.1)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]  # weight, bias
+    scheduler = build_scheduler(optimizer, warmup_steps=2, total_steps=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:3] == [0.5, 1.0, 1.0] and math.isclose(lrs[4], 0.5)
+    with pytest.raises(ValueError, match="lr=0"):
+        build_optimizer(model, lr=0, weight_decay=0.0)
+
+
+def test_shard_pairs_cuts_to_a_multiple_of_the_world():
+    assert shard_pairs(10, 0, 3) == (slice(0, 3), 9)
+    assert shard_pairs(10, 2, 3) == (slice(6, 9), 9)
+    with pytest.raises(ValueError, match="rank=3"):
+        shard_pairs(10, 3, 3)
+
+
+def test_self_pair_sampler_covers_every_product_once_per_epoch():
+    sampler = SelfPairSampler(10, batch_size=4, seed=3)
+    assert len(sampler) == 3
+    batches = list(sampler)
+    seen = torch.cat([b.src for b in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    assert all(torch.equal(b.src, b.dst) and bool(b.is_self.all()) and int(b.desc_id.sum()) == 0
+               for b in batches)
+    assert torch.equal(batches[1].src, sampler.batch_at(0, 1).src)  # pure in (seed, epoch, batch)
+    assert not torch.equal(sampler.batch_at(1, 0).src, batches[0].src)
+
+
+def test_validation_queries_and_forbidden_negatives():
+    data = ring_graph()
+    data["product", "also_bought", "product"].split = torch.tensor([1, 1] + [0] * 10)
+    data["product", "rev_also_bought", "product"].split = torch.tensor([1, 1] + [0] * 10)
+    src, desc, candidates = retrieval_queries(data, split=1, num_negatives=5, seed=0)
+    assert src.tolist() == [0, 1] and desc.tolist() == [1, 2]
+    assert candidates[:, 0].tolist() == [1, 2]  # the true targets come first
+    # product 11 links to 0 under description 2, and 1 to 0 under 1: neither may be a
+    # negative of query 0 under description 1 besides its positive; the source never is.
+    negatives = candidates[:, 1:]
+    assert not bool((negatives == src[:, None]).any())
+    assert 1 not in negatives[0].tolist() and 2 not in negatives[1].tolist()
+    assert all(len(set(row.tolist())) == 5 for row in negatives)
+    again = retrieval_queries(data, split=1, num_negatives=5, seed=0)[2]
+    assert torch.equal(again, candidates)
+
+
+def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
+    state = capture_rng_state()
+    save_checkpoint(tmp_path / "c.pt", {"rng": state})
+    expected = (torch.rand(3), random.random())
+    restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        load_checkpoint(tmp_path / "nowhere.pt")
