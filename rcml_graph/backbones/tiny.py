@@ -51,7 +51,8 @@ class TinyBackbone(Backbone):
         heads: Attention heads. (default: ``2``)
         image_size: Input side ``S``. (default: ``32``)
         patch_size: Patch side; ``Li = (S / patch_size) ** 2``. (default: ``8``)
-        context_length: Text length ``Lt``. (default: ``32``)
+        context_length: Text length ``Lt`` in bytes; long enough that relation descriptions
+            sharing a template prefix stay distinct. (default: ``96``)
 
     Shapes:
         - encode_image: ``(B, 3, S, S)`` -> ``(B, D)``, ``(B, (S/P)^2, width)``
@@ -66,7 +67,7 @@ class TinyBackbone(Backbone):
         heads: int = 2,
         image_size: int = 32,
         patch_size: int = 8,
-        context_length: int = 32,
+        context_length: int = 96,
     ) -> None:
         super().__init__()
         if image_size % patch_size != 0:

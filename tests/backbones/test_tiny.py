@@ -63,3 +63,13 @@ def test_tiny_is_deterministic_under_seed():
     third = TinyBackbone().encode_image(images).global_emb
     assert torch.equal(first, second)
     assert not torch.allclose(first, third)
+
+
+def test_default_context_keeps_descriptions_of_one_template_apart():
+    from rcml_graph.relations import describe
+
+    torch.manual_seed(0)
+    backbone = TinyBackbone()
+    texts = [describe("also_bought", "fly fishing"), describe("also_bought", "infant feeding")]
+    globals_ = backbone.encode_text(backbone.tokenize(texts)).global_emb
+    assert not torch.allclose(globals_[0], globals_[1])
