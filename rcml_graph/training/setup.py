@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -13,24 +13,15 @@ from rcml_graph.model.head import RCMLHead
 from rcml_graph.model.variants import Variant
 from rcml_graph.relations import PRODUCT
 from rcml_graph.sampling import RelationPairSampler
+from rcml_graph.schema import HeadConfig
 from rcml_graph.training.pairs import SelfPairSampler
 
 #: ``pairs`` settings: the variant's choice, self pairs only, or self + relation pairs.
 PAIR_MODES = ("auto", "self", "relations")
 
 
-@dataclass
-class HeadOptions:
-    """Head hyper-parameters (see :class:`rcml_graph.model.head.RCMLHead`)."""
-
-    beta: float = 0.5
-    learn_beta: bool = False
-    d_model: int = 256
-    num_heads: int = 4
-    dropout: float = 0.0
-    projection: str = "linear"
-    projection_hidden_dim: int | None = None
-    out_dim: int | None = None
+#: Head hyper-parameters: the typed ``model.head`` config node is the one definition.
+HeadOptions = HeadConfig
 
 
 def head_kwargs(variant: Variant, options: HeadOptions, embed_dim: int, image_token_dim: int,
