@@ -100,6 +100,17 @@ def open_cache(cfg: DictConfig) -> tuple[FeatureCache, Path]:
             f"model={cfg.model.name}") from None
 
 
+def experiment_name(default: str) -> str:
+    """The ``experiment=`` choice of this run (the method label in results), else ``default``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("experiment")
+        if choice and choice != "null":
+            return str(choice)
+    return default
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train the configured variant; return the final metrics (also in ``metrics.json``)."""
     t = cfg.train
@@ -140,6 +151,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                                    max_queries=t.val_max_queries)
 
     config: dict[str, Any] = {
+        "method": experiment_name(variant.name),
         "variant": variant.name,
         "pairs": pairs,
         "head": kwargs,
