@@ -216,6 +216,66 @@ class EvalConfig:
 
 
 @dataclass
+class EmbedConfig:
+    """Options of ``python -m rcml_graph.embed`` (see ``rcml_graph.downstream.export_embeddings``).
+
+    Attributes:
+        method: Label of the export folder; None takes the checkpoint's variant (``rcml``, ``clip``).
+        descriptions: Extra description strings to condition on (``description/<i>`` keys).
+        batch_size: Products per encoder call.
+        device: Where the encoder runs.
+        output_dir: Export folder; None gives ``<data_root>/<domain>/embeddings/<method>``.
+    """
+
+    method: Optional[str] = None
+    descriptions: list[str] = field(default_factory=list)
+    batch_size: int = 1024
+    device: str = "cpu"
+    output_dir: Optional[str] = None
+
+
+@dataclass
+class LinkPredConfig:
+    """Options of ``python -m rcml_graph.linkpred`` (see ``rcml_graph.downstream.LinkPredSettings``).
+
+    Attributes:
+        features: ``rcml``, ``clip``, ``backbone`` or ``random``.
+        checkpoint: For ``rcml``/``clip``: a checkpoint file (exported on the fly) or an export
+            folder; None uses ``<data_root>/<domain>/embeddings/<features>``.
+        models: ``sage`` (to_hetero GraphSAGE) and/or ``mlp`` (no message passing).
+        target_kind: The relation kind whose held-out edges are predicted.
+        num_negatives: HeaRT-style hard negatives per test positive (MRR).
+        hits_negatives: Shared random negatives (Hits@K).
+        max_val_queries: Validation positives used for model selection (seeded subsample).
+        random_dim: Width of ``random`` features.
+        max_full_batch_nodes: Above this many products the run stops (no mini-batch path yet).
+    """
+
+    features: str = "random"
+    checkpoint: Optional[str] = None
+    models: list[str] = field(default_factory=lambda: ["sage", "mlp"])
+    target_kind: str = "also_bought"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    hidden_channels: int = 64
+    num_layers: int = 2
+    decoder: str = "mlp"
+    dropout: float = 0.0
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    epochs: int = 100
+    eval_every: int = 5
+    num_negatives: int = 100
+    hits_ks: list[int] = field(default_factory=lambda: [10, 50, 100])
+    hits_negatives: int = 10_000
+    max_val_queries: Optional[int] = 500
+    random_dim: int = 128
+    max_full_batch_nodes: int = 200_000
+    device: str = "cpu"
+    results_dir: str = "results"
+    output_dir: Optional[str] = None
+
+
+@dataclass
 class RootConfig:
     domain: DomainConfig = MISSING
     model: ModelConfig = MISSING
@@ -225,6 +285,8 @@ class RootConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    linkpred: LinkPredConfig = field(default_factory=LinkPredConfig)
     #: A trained checkpoint (``python -m rcml_graph.evaluate checkpoint=runs/.../best.pt``).
     checkpoint: Optional[str] = None
     force: bool = False

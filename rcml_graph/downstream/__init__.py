@@ -1,0 +1,71 @@
+"""Downstream link prediction with relation-conditioned embeddings (project issue 7).
+
+Export a trained encoder's per-product embeddings (:func:`export_embeddings`), attach them to
+the graph as node features (:func:`attach_embeddings`) or compute them for any products and
+relation string (:func:`conditioned_embeddings`), and train/evaluate a PyG link predictor on
+held-out edges (:func:`train_and_evaluate`) with HeaRT-style hard negatives.
+"""
+
+from rcml_graph.downstream.export import (
+    EmbeddingExport,
+    attach_embeddings,
+    conditioned_embeddings,
+    export_checkpoint,
+    export_embeddings,
+    graph_hash,
+    kind_description_ids,
+    load_embeddings,
+)
+from rcml_graph.downstream.features import (
+    FEATURE_SOURCES,
+    cache_backbone_features,
+    embedding_features,
+    random_features,
+    view_features,
+)
+from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives
+from rcml_graph.downstream.models import DECODERS, MODELS, EdgeDecoder, LinkPredictor, SAGEEncoder
+from rcml_graph.downstream.splits import held_out_pair_keys, message_passing_graph, pair_keys, target_edges
+from rcml_graph.downstream.trainer import (
+    LINKPRED_TASK,
+    EvaluationSet,
+    LinkPredOutcome,
+    LinkPredSettings,
+    build_evaluation_set,
+    linkpred_rows,
+    train_and_evaluate,
+)
+
+__all__ = [
+    "DECODERS",
+    "FEATURE_SOURCES",
+    "LINKPRED_TASK",
+    "MODELS",
+    "EdgeDecoder",
+    "EmbeddingExport",
+    "EvaluationSet",
+    "LinkPredOutcome",
+    "LinkPredSettings",
+    "LinkPredictor",
+    "SAGEEncoder",
+    "attach_embeddings",
+    "build_evaluation_set",
+    "cache_backbone_features",
+    "conditioned_embeddings",
+    "embedding_features",
+    "export_checkpoint",
+    "export_embeddings",
+    "graph_hash",
+    "heart_negatives",
+    "held_out_pair_keys",
+    "kind_description_ids",
+    "linkpred_rows",
+    "load_embeddings",
+    "message_passing_graph",
+    "pair_keys",
+    "random_features",
+    "random_pair_negatives",
+    "target_edges",
+    "train_and_evaluate",
+    "view_features",
+]

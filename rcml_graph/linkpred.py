@@ -1,0 +1,163 @@
+"""Downstream link prediction: ``python -m rcml_graph.linkpred domain=<name> linkpred.features=<source>``.
+
+``linkpred.features``: ``rcml``/``clip`` (embeddings exported from a checkpoint,
+``linkpred.checkpoint=<checkpoint file or export folder>``), ``backbone`` (frozen backbone
+globals from the feature cache, else computed with the zero-shot encoder) or ``random``.
+Trains every ``linkpred.models`` (``sage``, ``mlp``) for every seed, appends long-form rows to
+``<linkpred.results_dir>/<domain>/results.json`` and the run folder, and writes ``results.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from rcml_graph.cli import CONFIG_DIR, register_configs
+from rcml_graph.data.graph_io import load_graph
+from rcml_graph.downstream import (
+    FEATURE_SOURCES,
+    LINKPRED_TASK,
+    LinkPredSettings,
+    build_evaluation_set,
+    cache_backbone_features,
+    embedding_features,
+    export_checkpoint,
+    graph_hash,
+    linkpred_rows,
+    load_embeddings,
+    message_passing_graph,
+    random_features,
+    train_and_evaluate,
+    view_features,
+)
+from rcml_graph.eval.results import ResultRow, append_rows, markdown_table
+from rcml_graph.relations import PRODUCT, RELATION_KINDS
+
+log = logging.getLogger("linkpred")
+register_configs()
+
+
+def settings_from_config(cfg: DictConfig) -> LinkPredSettings:
+    lp = cfg.linkpred
+    return LinkPredSettings(
+        target_kind=lp.target_kind, hidden_channels=lp.hidden_channels, num_layers=lp.num_layers,
+        decoder=lp.decoder, dropout=lp.dropout, lr=lp.lr, weight_decay=lp.weight_decay, epochs=lp.epochs,
+        eval_every=lp.eval_every, num_negatives=lp.num_negatives, hits_ks=tuple(int(k) for k in lp.hits_ks),
+        hits_negatives=lp.hits_negatives, max_val_queries=lp.max_val_queries,
+        max_full_batch_nodes=lp.max_full_batch_nodes, device=lp.device,
+    )
+
+
+def _backbone_features(cfg: DictConfig, data: HeteroData) -> Tensor:
+    """Frozen backbone globals: from the feature cache if built, else with the zero-shot encoder."""
+    from rcml_graph.feature_cache import FeatureCache, cache_dir_for
+
+    cache_dir = cfg.train.cache_dir or cache_dir_for(cfg.paths.data_root, cfg.domain.name, cfg.model.name)
+    try:
+        cache = FeatureCache.open(cache_dir)
+    except FileNotFoundError:
+        log.info("no feature cache in %s: encoding with the %s backbone", cache_dir, cfg.model.name)
+    else:
+        if cache.num_products == int(data[PRODUCT].num_nodes):
+            return cache_backbone_features(cache)
+        log.warning("feature cache %s has %d products, the graph %d: encoding again",
+                    cache_dir, cache.num_products, int(data[PRODUCT].num_nodes))
+    from rcml_graph.backbones import build_backbone
+    from rcml_graph.evaluation import ZeroShotEncoder, encode_global, image_paths_from_manifest
+
+    torch.manual_seed(cfg.model.init_seed)
+    backbone = build_backbone(cfg.model.name, pretrained=cfg.model.pretrained, checkpoint=cfg.model.checkpoint,
+                              embed_dim=cfg.model.embed_dim, device=cfg.linkpred.device)
+    product_ids = getattr(data[PRODUCT], "product_id", None) or getattr(data[PRODUCT], "asin", None)
+    manifest = Path(cfg.domain.image_dir) / "manifest.json"
+    image_paths = image_paths_from_manifest(manifest, product_ids) if product_ids is not None else None
+    encoder = ZeroShotEncoder(backbone, data[PRODUCT].text, data.relation_text, image_paths)
+    return view_features(encode_global(encoder, torch.arange(int(data[PRODUCT].num_nodes))))
+
+
+def _exported_features(cfg: DictConfig, data: HeteroData, source: str) -> Tensor:
+    """``rcml``: global + every kind's conditioned embedding, concatenated; ``clip``: global."""
+    default_dir = Path(cfg.paths.data_root) / cfg.domain.name / "embeddings" / source
+    path = Path(cfg.linkpred.checkpoint) if cfg.linkpred.checkpoint else default_dir
+    expected = graph_hash(cfg.domain.processed_dir)
+    if path.is_file() and path.suffix != ".safetensors":
+        path = export_checkpoint(path, data, default_dir, method=source, graph_sha256=expected,
+                                 device=cfg.linkpred.device)
+    export = load_embeddings(path, expected_graph_sha256=expected)
+    keys = ["global"]
+    if source == "rcml":
+        keys += [f"kind/{kind}" for kind in RELATION_KINDS if f"kind/{kind}" in export.tensors]
+    return embedding_features(export.tensors, keys)
+
+
+def node_features(cfg: DictConfig, data: HeteroData, seed: int, cached: dict[str, Tensor]) -> Tensor:
+    """The ``(N, F)`` features of ``cfg.linkpred.features`` (random ones drawn per seed)."""
+    source = cfg.linkpred.features
+    if source not in FEATURE_SOURCES:
+        raise ValueError(f"unknown linkpred.features {source!r}; accepted: {', '.join(FEATURE_SOURCES)}")
+    if source == "random":
+        return random_features(int(data[PRODUCT].num_nodes), cfg.linkpred.random_dim, seed)
+    if source not in cached:
+        cached[source] = _backbone_features(cfg, data) if source == "backbone" else _exported_features(cfg, data, source)
+    return cached[source]
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    if cfg.linkpred.output_dir:
+        return Path(cfg.linkpred.output_dir)
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.runs_root) / cfg.domain.name / "linkpred" / time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and evaluate every model for every seed; returns ``{"<model>/<protocol>/<metric>": mean}``."""
+    settings = settings_from_config(cfg)
+    seeds = [int(s) for s in cfg.linkpred.seeds]
+    if not seeds:
+        raise ValueError("linkpred.seeds is empty; give at least one seed, e.g. [0,1,2]")
+    domain, method = cfg.domain.name, cfg.linkpred.features
+    data = load_graph(cfg.domain.processed_dir)
+    out_dir = _run_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cached: dict[str, Tensor] = {}
+    structure = message_passing_graph(data, torch.zeros(int(data[PRODUCT].num_nodes), 1))
+    message_edges = torch.cat([s.edge_index for s in structure.edge_stores], dim=1)
+    rows: list[ResultRow] = []
+    for seed in seeds:
+        evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
+                      for split in ("val", "test")}
+        x = node_features(cfg, data, seed, cached)
+        for model_name in cfg.linkpred.models:
+            outcome = train_and_evaluate(data, x, model_name, settings, seed, evaluation, log=log.info)
+            log.info("%s/%s seed %d: test mrr %.4f (best epoch %d)", method, model_name, seed,
+                     outcome.metrics["heart"]["mrr"], outcome.best_epoch)
+            rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind)
+    append_rows(out_dir / "results.json", domain, rows)
+    append_rows(Path(cfg.linkpred.results_dir) / domain / "results.json", domain, rows)
+    table = markdown_table(rows, task=LINKPRED_TASK, index=("method", "model"), columns=("protocol", "metric"))
+    (out_dir / "results.md").write_text(f"# Link prediction on {domain} ({settings.target_kind})\n\n{table}",
+                                        encoding="utf-8")
+    summary: dict[str, list[float]] = {}
+    for row in rows:
+        summary.setdefault(f"{row.extra['model']}/{row.extra['protocol']}/{row.metric}", []).append(row.value)
+    return {key: sum(values) / len(values) for key, values in summary.items()}
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    summary = run(cfg)
+    print(OmegaConf.to_yaml(OmegaConf.create({k: round(v, 4) for k, v in summary.items()})))
+
+
+if __name__ == "__main__":
+    main()
