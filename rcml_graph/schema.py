@@ -133,7 +133,7 @@ class ModelConfig:
     embed_dim: Optional[int] = None
     #: Backbone init seed used when the feature cache was built (``features.seed``).
     init_seed: int = 0
-    #: ``rcml``, ``clip``, ``unconditioned``, ``no_inter``, ``no_intra``, ``relation_ids``.
+    #: ``rcml``, ``clip``, ``unconditioned``, ``no_inter_modal``, ``no_intra``, ``relation_ids``.
     variant: str = "rcml"
     head: HeadConfig = field(default_factory=HeadConfig)
 

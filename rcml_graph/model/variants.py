@@ -9,13 +9,14 @@ variant                 beta        relation        pairs              inter    
 ``rcml``                configured  description     self + relations   yes      yes
 ``clip``                1           none            self only          yes      no
 ``unconditioned``       1           none            self + relations   yes      yes
-``no_inter``            configured  description     self + relations   no       yes
+``no_inter_modal``      configured  description     self + relations   no       yes
 ``no_intra``            configured  description     self + relations   yes      no
 ``relation_ids``        configured  learned ids     self + relations   yes      yes
 ======================  ==========  ==============  =================  =======  =======
 
-``no_inter`` drops the inter-modal loss terms (image-text across source and target), the
-counterpart of ``no_intra``; the pairs are unchanged.
+``no_inter_modal`` drops the inter-modal loss terms (image-text across source and target), the
+counterpart of ``no_intra``; the pairs are unchanged. (The ``experiment=no_inter`` ablation of
+the issue, no inter-sample relation pairs, is the ``rcml`` variant trained on self pairs only.)
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ VARIANTS: Final[dict[str, Variant]] = {
         Variant("rcml", "description", True, False, True, True),
         Variant("clip", "none", False, True, True, False),
         Variant("unconditioned", "none", False, False, True, True),
-        Variant("no_inter", "description", True, False, False, True),
+        Variant("no_inter_modal", "description", True, False, False, True),
         Variant("no_intra", "description", True, False, True, False),
         Variant("relation_ids", "ids", True, False, True, True),
     )

@@ -16,7 +16,7 @@ def test_clip_is_beta_one_self_pairs_without_relation_or_intra_loss() -> None:
     [
         ("rcml", 0.3, (1.0, 0.5), "description", False),
         ("unconditioned", 1.0, (1.0, 0.5), "none", False),
-        ("no_inter", 0.3, (0.0, 0.5), "description", False),
+        ("no_inter_modal", 0.3, (0.0, 0.5), "description", False),
         ("no_intra", 0.3, (1.0, 0.0), "description", False),
         ("relation_ids", 0.3, (1.0, 0.5), "ids", False),
     ],
