@@ -19,7 +19,7 @@ from rcml_graph.feature_cache import (
 from rcml_graph.relations import SELF_RELATION_TEXT
 
 NUM_PRODUCTS = 10
-# Byte-level tiny tokenizer: a text of n bytes has n + 2 tokens (BOS, EOS), at most 32.
+# Byte-level tiny tokenizer (context fixed at 32 here): n bytes give n + 2 tokens, at most 32.
 TEXTS = ["ab", "tent", "", "x" * 40, "camp stove", "é", "sleeping bag", "b" * 29, "c" * 30, "mug"]
 EXPECTED_LENGTHS = [4, 6, 2, 32, 12, 4, 14, 31, 32, 5]
 RELATION_TEXTS = [SELF_RELATION_TEXT, "also bought", "viewed together by hikers"]
@@ -65,7 +65,7 @@ def image_paths(tmp_path_factory) -> list[str | None]:
 @pytest.fixture(scope="module")
 def backbone():
     torch.manual_seed(0)
-    return build_backbone("tiny").eval()
+    return build_backbone("tiny", context_length=32).eval()
 
 
 def build(cache_dir: Path, backbone, image_paths, **kwargs) -> Path:
