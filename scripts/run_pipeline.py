@@ -21,6 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 METHODS_KEY = "pipeline.methods="
 DEFAULT_METHODS = ("rcml", "clip", "unconditioned")
+#: CPU-sized settings for the demo world (about half an hour on 2 cores): fewer epochs and
+#: validation/evaluation queries than the configs' defaults. Any of them can be overridden.
+DEMO_DEFAULTS = (
+    "train.epochs=4", "train.val_max_queries=1000", "eval.max_queries=500",
+    "eval.full_corpus_queries=100",
+)
 
 
 def _stage(args: list[str]) -> None:
@@ -48,6 +54,9 @@ def main(argv: list[str]) -> None:
     if not methods:
         raise SystemExit(f"{METHODS_KEY} is empty; accepted: a comma list of experiments, e.g. rcml,clip")
     domain = _override(overrides, "domain", "demo")
+    if domain == "demo":
+        given = {item.split("=", 1)[0] for item in overrides}
+        overrides = [d for d in DEMO_DEFAULTS if d.split("=", 1)[0] not in given] + overrides
     runs_root = Path(_override(overrides, "paths.runs_root", str(REPO / "runs")))
     run_dir = runs_root / domain / "pipeline" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
