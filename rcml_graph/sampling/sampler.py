@@ -54,8 +54,8 @@ Determinism
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Final
 
 import torch
 from torch import Tensor
@@ -63,6 +63,7 @@ from torch_geometric.data import HeteroData
 
 from rcml_graph.relations import PRODUCT, RELATION_KINDS, check_kind, edge_type
 from rcml_graph.sampling.batch import NO_NEGATIVE, PairBatch
+from rcml_graph.sampling.cursor import EpochCursor
 from rcml_graph.sampling.negatives import PairContext, draw_hard_negatives
 from rcml_graph.sampling.ops import expand_segments, mix_seed
 
@@ -75,7 +76,7 @@ _FIRST_STAMP: Final = (_UNSEEN >> 32) - 1
 _LOW32: Final = (1 << 32) - 1
 
 
-class RelationPairSampler:
+class RelationPairSampler(EpochCursor):
     """Seeded, vectorised sampler of relation-labelled contrastive pairs.
 
     See the module docstring for the semantics of epochs, slots, hard negatives and the
@@ -266,33 +267,6 @@ class RelationPairSampler:
     def __len__(self) -> int:
         """Batches per epoch."""
         return (self.num_slots + self.batch_size - 1) // self.batch_size
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start epoch ``epoch`` from its first batch."""
-        if epoch < 0:
-            raise ValueError(f"epoch={epoch!r}; accepted: an integer >= 0")
-        self.epoch, self._batch = epoch, 0
-
-    def state_dict(self) -> dict[str, int]:
-        """The position to resume from: the epoch and the next batch within it."""
-        return {"seed": self.seed, "epoch": self.epoch, "batch": self._batch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["seed"]) != self.seed:
-            raise ValueError(f"state seed {state['seed']!r} differs from this sampler's "
-                             f"seed {self.seed}; accepted: a state saved with seed {self.seed}")
-        batch = int(state["batch"])
-        if not 0 <= batch <= len(self):
-            raise ValueError(f"state batch {batch} out of range; accepted: 0..{len(self)}")
-        self.epoch, self._batch = int(state["epoch"]), batch
-
-    def __iter__(self) -> Iterator[PairBatch]:
-        """The remaining batches of the current epoch; afterwards the next epoch is current."""
-        while self._batch < len(self):
-            batch = self.batch_at(self.epoch, self._batch)
-            self._batch += 1
-            yield batch
-        self.epoch, self._batch = self.epoch + 1, 0
 
     def _generator(self, *stream: int) -> torch.Generator:
         generator = torch.Generator(device=self.device)

@@ -8,17 +8,16 @@ same training step as RCML.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from rcml_graph.sampling import PairBatch
+from rcml_graph.sampling.cursor import EpochCursor
 from rcml_graph.sampling.ops import mix_seed
 
 
-class SelfPairSampler:
+class SelfPairSampler(EpochCursor):
     """Seeded batches of self pairs: an epoch is a permutation of all products.
 
     Args:
@@ -43,26 +42,6 @@ class SelfPairSampler:
 
     def __len__(self) -> int:
         return -(-self.num_products // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch={epoch!r}; accepted: an integer >= 0")
-        self.epoch, self._batch = epoch, 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch, "batch": self._batch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if int(state["seed"]) != self.seed:
-            raise ValueError(f"state seed {state['seed']!r} differs from this sampler's seed {self.seed}")
-        self.epoch, self._batch = int(state["epoch"]), int(state["batch"])
-
-    def __iter__(self) -> Iterator[PairBatch]:
-        while self._batch < len(self):
-            batch = self.batch_at(self.epoch, self._batch)
-            self._batch += 1
-            yield batch
-        self.epoch, self._batch = self.epoch + 1, 0
 
     def batch_at(self, epoch: int, index: int) -> PairBatch:
         if not 0 <= index < len(self):
