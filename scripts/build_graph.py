@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -52,16 +53,8 @@ def run(cfg: DictConfig) -> dict:
         search_dirs=list(cfg.domain.search_dirs),
     )
     graph = cfg.graph
-    settings = GraphSettings(
-        val_ratio=graph.val_ratio,
-        test_ratio=graph.test_ratio,
-        split=graph.split,
-        seed=graph.seed,
-        community_resolution=graph.community_resolution,
-        min_community_size=graph.min_community_size,
-        max_networkx_edges=graph.max_networkx_edges,
-        max_text_chars=graph.max_text_chars,
-    )
+    # GraphConfig is GraphSettings plus the reader's drop_no_text: copy the shared fields.
+    settings = GraphSettings(**{f.name: graph[f.name] for f in dataclasses.fields(GraphSettings)})
     outcome = build_domain(
         meta_path,
         cfg.domain.processed_dir,
