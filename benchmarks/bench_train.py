@@ -1,12 +1,16 @@
-"""Training-step throughput: RCML vs the CLIP special case (same features and batch), frozen
-backbone (synthetic in-memory token features), plus the pair sampler alone.
+"""Training-step throughput: RCML vs the CLIP special case (same backbone and batch), with a
+frozen backbone (synthetic in-memory token features) and fine-tuned end to end (the
+``train.backbone=finetune`` source on synthetic images and texts), plus the pair sampler alone.
 
-    python benchmarks/bench_train.py --device cuda --products 200000 --batch 1024
-    python benchmarks/bench_train.py --device cpu --products 5000 --batch 64 --steps 10
+    python benchmarks/bench_train.py --device cuda --products 200000 --batch 1024 \
+        --ft-backbones tiny,offline,clip_b32 --ft-products 4096 --ft-batch 128
+    python benchmarks/bench_train.py --device cpu --products 5000 --batch 64 --steps 10 \
+        --ft-backbones tiny,offline --ft-batch 8
 
 Pairs/s counts training pairs; products/s counts distinct products per step (each product's
-features enter a step once, however many pairs it is in). Fine-tune mode is not benchmarked
-yet (train.backbone=finetune is not implemented).
+image and text go through the backbone, or are read from memory, once per step however many
+pairs it is in). In fine-tune mode CLIP trains on self pairs of as many products per step as
+RCML's batches touch on average, so ``rcml_over_clip_products`` compares equal backbone work.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import torch
 from torch_geometric.data import HeteroData
 
+from rcml_graph.backbones import build_backbone
 from rcml_graph.model.variants import get_variant
 from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_type
 from rcml_graph.training import (
@@ -32,6 +37,11 @@ from rcml_graph.training import (
     head_kwargs,
     pair_loss,
     random_features,
+)
+from rcml_graph.training.finetune import (
+    BackboneFeatures,
+    ProductImages,
+    step_description_table,
 )
 from rcml_graph.training.setup import build_head
 
@@ -91,6 +101,78 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
             "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps}
 
 
+def finetune_source(name: str, num_products: int, num_descriptions: int, trainable_last_blocks: int,
+                    device: torch.device, seed: int = 0) -> BackboneFeatures:
+    """The fine-tune source of backbone ``name`` over synthetic products: random images (90% of
+    products have one) and 40-word texts, built identically for every variant."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    backbone = build_backbone(name, device=device)
+    size = backbone.image_size
+    images = torch.randint(0, 256, (num_products, 3, size, size), dtype=torch.uint8, generator=g)
+    has_image = torch.rand(num_products, generator=g) < 0.9
+    vocabulary = [f"word{i}" for i in range(500)]
+    words = torch.randint(len(vocabulary), (num_products, 40), generator=g).tolist()
+    texts = [" ".join(vocabulary[w] for w in row) for row in words]
+    descriptions = [f"bought together by people who like topic {i}" for i in range(num_descriptions)]
+    return BackboneFeatures(backbone, texts, ProductImages.from_tensor(images, has_image), descriptions,
+                            trainable_last_blocks)
+
+
+def bench_finetune(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """RCML and CLIP fine-tuning ``name`` end to end, same products per step."""
+    data = random_graph(args.ft_products, args.degree, args.ft_descriptions, seed=1)
+    results: dict[str, object] = {}
+    products_per_step = None
+    for variant_name in ("rcml", "clip"):
+        variant = get_variant(variant_name)
+        source = finetune_source(name, args.ft_products, args.ft_descriptions, args.trainable_last_blocks,
+                                 device)
+        head = build_head(head_kwargs(variant, HeadOptions(d_model=args.d_model), source.embed_dim,
+                                      source.image_token_dim, source.text_token_dim, source.num_relations),
+                          device)
+        optimizer = build_optimizer(torch.nn.ModuleDict({"head": head, "backbone": source}), 1e-5, 0.1)
+        loss_fn = build_loss(variant)
+        if variant.self_pairs_only:
+            assert products_per_step is not None
+            sampler = build_sampler(data, "self", batch_size=round(products_per_step), positives_per_anchor=4,
+                                    seed=0, device=device)
+        else:
+            sampler = build_sampler(data, "relations", batch_size=args.ft_batch, positives_per_anchor=4, seed=0,
+                                    device=device)
+        total = args.ft_steps + args.ft_warmup
+        batches = [sampler.batch_at(epoch, i) for epoch in range(total // max(len(sampler), 1) + 1)
+                   for i in range(len(sampler))][:total]
+        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        num_pairs = num_products = 0
+        start = time.perf_counter()
+        for i, b in enumerate(batches):
+            if i == args.ft_warmup:
+                sync(device)
+                start = time.perf_counter()
+                num_pairs = num_products = 0
+            with amp:
+                table = step_description_table(head, source, None, b.desc_id, device)
+                loss, _, n = pair_loss(head, loss_fn, b, source, table, source.num_relations, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            num_pairs += n
+            num_products += b.products.numel()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        steps = len(batches) - args.ft_warmup
+        if products_per_step is None:
+            products_per_step = num_products / steps
+        results[variant_name] = {"pairs_per_s": num_pairs / elapsed, "products_per_s": num_products / elapsed,
+                                 "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps,
+                                 "products_per_step": num_products / steps,
+                                 "trainable_backbone_params": source.num_trainable}
+    rcml, clip = results["rcml"], results["clip"]
+    results["rcml_over_clip_products"] = rcml["products_per_s"] / clip["products_per_s"]  # type: ignore[index]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -106,6 +188,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--ft-backbones", default="tiny,offline",
+                        help="comma-separated backbones to fine-tune (empty: skip fine-tune mode)")
+    parser.add_argument("--ft-products", type=int, default=400)
+    parser.add_argument("--ft-descriptions", type=int, default=50)
+    parser.add_argument("--ft-batch", type=int, default=8, help="anchor slots per RCML fine-tune batch")
+    parser.add_argument("--ft-steps", type=int, default=4)
+    parser.add_argument("--ft-warmup", type=int, default=1)
+    parser.add_argument("--trainable-last-blocks", type=int, default=1)
+    parser.add_argument("--skip-frozen", action="store_true", help="fine-tune mode only")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -134,9 +225,12 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "settings": vars(args),
         "sampler_alone": {"pairs_per_s": sampled and sampler_pairs_s},
-        "frozen": {name: bench_variant(name, args, data, source, table, device) for name in ("rcml", "clip")},
-        "finetune": "not implemented yet (train.backbone=finetune)",
     }
+    if not args.skip_frozen:
+        results["frozen"] = {name: bench_variant(name, args, data, source, table, device)
+                             for name in ("rcml", "clip")}
+    results["finetune"] = {name: bench_finetune(name, args, device)
+                           for name in args.ft_backbones.split(",") if name}
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

@@ -141,11 +141,35 @@ def _symmetric_info_nce(
     fn_mask: Tensor | None,
     a_valid: Tensor | None,
     b_valid: Tensor | None,
+    extra_b: Tensor | None = None,
+    extra_valid: Tensor | None = None,
 ) -> Tensor:
-    """``(CE(S) + CE(S.T)) / 2`` for ``S = logit_scale * a @ b.T`` with diagonal positives."""
+    """``(CE(S) + CE(S.T)) / 2`` for ``S = logit_scale * a @ b.T`` with diagonal positives.
+
+    ``extra_b`` ``(P, M, E)``: per-row explicit negatives appended to row ``i``'s candidates
+    in the forward (``a -> b``) direction only; ``extra_valid`` ``(P, M)`` bool drops padding.
+    """
     logits = contrastive_logits(a, b, logit_scale)  # (P, P)
-    forward = info_nce(logits, None, fn_mask, a_valid, b_valid)
     backward = info_nce(logits.T, None, None if fn_mask is None else fn_mask.T, b_valid, a_valid)
+    if extra_b is not None:
+        num_pairs = a.shape[0]
+        extra_logits = logit_scale * torch.einsum("pe,pme->pm", a, extra_b)  # (P, M)
+        row_mask = torch.zeros_like(logits, dtype=torch.bool) if fn_mask is None else fn_mask.bool()
+        excluded_extra = (
+            torch.zeros_like(extra_logits, dtype=torch.bool) if extra_valid is None else ~extra_valid.bool()
+        )
+        column_valid = None
+        if b_valid is not None:
+            column_valid = torch.cat([b_valid.bool(), b_valid.new_ones(extra_logits.shape[1], dtype=torch.bool)])
+        forward = info_nce(
+            torch.cat([logits, extra_logits], dim=1),
+            torch.arange(num_pairs, device=a.device),
+            torch.cat([row_mask, excluded_extra], dim=1),
+            a_valid,
+            column_valid,
+        )
+    else:
+        forward = info_nce(logits, None, fn_mask, a_valid, b_valid)
     return (forward + backward) / 2
 
 
@@ -189,7 +213,12 @@ class RCMLLoss(nn.Module):
           false_negatives ``(P, P)`` bool or None, True where target ``j`` must not be a
           negative of source ``i`` (e.g. :func:`rcml_graph.sampler.false_negative_mask`);
           under DDP each rank's mask covers its own pairs (the cross-rank blocks come from
-          the keys only).
+          the keys only); relation_ids ``(P,)`` long or None: when given, in-batch candidate
+          ``j`` is used for row ``i`` only if ``relation_ids[j] == relation_ids[i]`` (give it
+          for relation-conditioned features, where ``j``'s target view was embedded under
+          ``j``'s relation); neg_image, neg_text ``(P, M, E)`` or None: explicit negatives
+          of each row embedded under its own relation, appended to the row's candidates
+          (forward direction of every term); neg_image_valid, neg_valid ``(P, M)`` bool.
         - **output:** total loss (scalar) and a dict of detached per-term scalars
           (``i2t``, ``t2i``, ``inter`` and/or ``i2i``, ``t2t``, ``intra``; zero-weight terms
           are not computed).
@@ -218,8 +247,22 @@ class RCMLLoss(nn.Module):
         src_image_valid: Tensor | None = None,
         dst_image_valid: Tensor | None = None,
         false_negatives: Tensor | None = None,
+        relation_ids: Tensor | None = None,
+        neg_image: Tensor | None = None,
+        neg_text: Tensor | None = None,
+        neg_image_valid: Tensor | None = None,
+        neg_valid: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         num_pairs = src_image.shape[0]
+        if (neg_image is None) != (neg_text is None):
+            raise ValueError("give both neg_image and neg_text, or neither")
+        if neg_image is not None and (neg_image.dim() != 3 or neg_image.shape[0] != num_pairs):
+            raise ValueError(f"neg_image must be (P={num_pairs}, M, E); got {tuple(neg_image.shape)}")
+        if neg_image is not None:
+            if neg_valid is None:
+                neg_valid = torch.ones(neg_image.shape[:2], dtype=torch.bool, device=neg_image.device)
+            if neg_image_valid is None:
+                neg_image_valid = neg_valid
         if not (src_text.shape[0] == dst_image.shape[0] == dst_text.shape[0] == num_pairs):
             raise ValueError(
                 f"all four feature tensors need the same number of pairs; got {src_image.shape[0]}, "
@@ -248,6 +291,12 @@ class RCMLLoss(nn.Module):
             if false_negatives is not None:
                 blocks = _gather_no_grad(false_negatives).view(-1, num_pairs, num_pairs)  # (W, P, P)
                 false_negatives = torch.block_diag(*blocks.unbind(0))  # (W P, W P)
+            if relation_ids is not None:
+                relation_ids = _gather_no_grad(relation_ids)
+            if neg_image is not None and neg_text is not None:
+                neg_image, neg_text = _gather_with_grad(neg_image), _gather_with_grad(neg_text)
+                neg_valid = _gather_no_grad(neg_valid)
+                neg_image_valid = _gather_no_grad(neg_image_valid)
 
         fn_mask = None
         if self.mask_false_negatives:
@@ -255,20 +304,28 @@ class RCMLLoss(nn.Module):
                 fn_mask = false_negative_mask(src_key, dst_key)  # (P, P)
             if false_negatives is not None:
                 fn_mask = false_negatives.bool() if fn_mask is None else fn_mask | false_negatives.bool()
+        if relation_ids is not None:
+            # Candidates embedded under another relation are not comparable with the anchor's
+            # view (and would let the model match relations instead of products): leave them out.
+            cross = relation_ids[:, None] != relation_ids[None, :]
+            fn_mask = cross if fn_mask is None else fn_mask | cross
 
         terms: dict[str, Tensor] = {}
         total = src_image.new_zeros(())
         if self.w_inter > 0:
-            i2t = _symmetric_info_nce(src_image, dst_text, logit_scale, fn_mask, src_image_valid, None)
-            t2i = _symmetric_info_nce(src_text, dst_image, logit_scale, fn_mask, None, dst_image_valid)
+            i2t = _symmetric_info_nce(src_image, dst_text, logit_scale, fn_mask, src_image_valid, None,
+                                      neg_text, neg_valid)
+            t2i = _symmetric_info_nce(src_text, dst_image, logit_scale, fn_mask, None, dst_image_valid,
+                                      neg_image, neg_image_valid)
             inter = (i2t + t2i) / 2
             total = total + self.w_inter * inter
             terms.update(i2t=i2t.detach(), t2i=t2i.detach(), inter=inter.detach())
         if self.w_intra > 0:
             i2i = _symmetric_info_nce(
-                src_image, dst_image, logit_scale, fn_mask, src_image_valid, dst_image_valid
+                src_image, dst_image, logit_scale, fn_mask, src_image_valid, dst_image_valid,
+                neg_image, neg_image_valid,
             )
-            t2t = _symmetric_info_nce(src_text, dst_text, logit_scale, fn_mask, None, None)
+            t2t = _symmetric_info_nce(src_text, dst_text, logit_scale, fn_mask, None, None, neg_text, neg_valid)
             intra = (i2i + t2t) / 2
             total = total + self.w_intra * intra
             terms.update(i2i=i2i.detach(), t2t=t2t.detach(), intra=intra.detach())

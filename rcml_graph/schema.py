@@ -163,6 +163,11 @@ class TrainConfig:
     w_intra: float = 1.0
     mask_false_negatives: bool = True
     graph_false_negatives: bool = True
+    #: Sampler hard negatives per pair (same category / linked under another relation),
+    #: embedded under the pair's relation; every variant trained on relation pairs gets them.
+    hard_negatives: int = 4
+    #: In-batch products per pair embedded under the pair's relation (conditioned heads only).
+    random_negatives: int = 16
     #: ``frozen`` (reads the token cache) or ``finetune`` (backbone end to end).
     backbone: str = "frozen"
     trainable_last_blocks: int = 1
@@ -248,7 +253,13 @@ class LinkPredConfig:
         hits_negatives: Shared random negatives (Hits@K).
         max_val_queries: Validation positives used for model selection (seeded subsample).
         random_dim: Width of ``random`` features.
-        max_full_batch_nodes: Above this many products the run stops (no mini-batch path yet).
+        max_full_batch_nodes: Above this many products ``mode=auto`` trains mini-batch.
+        feature_norm: ``standard`` (per-column z-scores of the features) or ``none``.
+        selection: Validation MRR that picks the epoch: ``uniform`` (random negatives) or ``heart``.
+        mode: ``auto``, ``full`` or ``minibatch`` (neighbour-sampled subgraphs).
+        batch_size: Training positives per mini-batch.
+        num_neighbors: Mini-batch fan-out per hop (one per layer; -1 keeps all neighbours).
+        relation_aggr: How the SAGE model combines relation types' messages: ``mean`` or ``sum``.
     """
 
     features: str = "random"
@@ -270,6 +281,12 @@ class LinkPredConfig:
     max_val_queries: Optional[int] = 500
     random_dim: int = 128
     max_full_batch_nodes: int = 200_000
+    feature_norm: str = "standard"
+    selection: str = "uniform"
+    mode: str = "auto"
+    batch_size: int = 1024
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
+    relation_aggr: str = "mean"
     device: str = "cpu"
     results_dir: str = "results"
     output_dir: Optional[str] = None

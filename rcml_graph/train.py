@@ -6,8 +6,12 @@
     torchrun --nproc_per_node=8 -m rcml_graph.train domain=sports model=clip_b32
 
 Frozen mode (``train.backbone=frozen``, the default) reads the token cache written by
-``python -m rcml_graph.features``. Outputs go to Hydra's run folder (or ``train.run_dir``):
-``metrics.csv``, ``tensorboard/``, ``checkpoints/{last,best}.pt`` and ``metrics.json``.
+``python -m rcml_graph.features``. Fine-tune mode (``train.backbone=finetune``) runs the backbone
+on the products' images (``domain.image_dir``) and texts every step, training its last
+``train.trainable_last_blocks`` blocks per tower with the head (one process; no cache needed;
+``train.preload_features`` decodes every image into memory once). Outputs go to Hydra's run
+folder (or ``train.run_dir``): ``metrics.csv``, ``tensorboard/``, ``checkpoints/{last,best}.pt``
+and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rcml_graph.cli import CONFIG_DIR, register_configs
 from rcml_graph.data.graph_io import load_graph
-from rcml_graph.feature_cache import FeatureCache, cache_dir_for
+from rcml_graph.feature_cache import FeatureCache, cache_dir_for, product_image_paths
 from rcml_graph.model.variants import get_variant
 from rcml_graph.training import (
     FitOptions,
@@ -39,6 +43,11 @@ from rcml_graph.training import (
     head_kwargs,
     init_distributed,
     resolve_pairs,
+)
+from rcml_graph.training.finetune import (
+    BackboneFeatures,
+    build_finetune_source,
+    finetune_spec,
 )
 from rcml_graph.training.setup import build_head
 
@@ -100,6 +109,23 @@ def open_cache(cfg: DictConfig) -> tuple[FeatureCache, Path]:
             f"model={cfg.model.name}") from None
 
 
+def open_finetune_source(cfg: DictConfig, data: Any, device: torch.device
+                         ) -> tuple[BackboneFeatures, dict[str, Any]]:
+    """``train.backbone=finetune``: the backbone of ``cfg.model`` as a trainable feature source
+    over the domain's products and images, and its spec (stored in checkpoints)."""
+    product_ids = getattr(data["product"], "product_id", None) or data["product"].asin
+    image_paths, images_sha = product_image_paths(product_ids, cfg.domain.image_dir)
+    if images_sha is None:
+        log.warning("no image manifest in %s: every product is text-only", cfg.domain.image_dir)
+    options = {"trainable_last_blocks": int(cfg.train.trainable_last_blocks),
+               "pretrained": cfg.model.get("pretrained"), "checkpoint": cfg.model.get("checkpoint"),
+               "embed_dim": cfg.model.get("embed_dim"), "seed": int(cfg.model.init_seed)}
+    source = build_finetune_source(list(data["product"].text), list(data.relation_text), image_paths,
+                                   cfg.model.name, preload_images=cfg.train.preload_features,
+                                   device=device, **options)
+    return source, finetune_spec(cfg.model.name, cfg.domain.processed_dir, cfg.domain.image_dir, **options)
+
+
 def experiment_name(default: str) -> str:
     """The ``experiment=`` choice of this run (the method label in results), else ``default``."""
     from hydra.core.hydra_config import HydraConfig
@@ -116,9 +142,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     t = cfg.train
     if t.backbone not in BACKBONE_MODES:
         raise ValueError(f"unknown train.backbone {t.backbone!r}; accepted: {', '.join(BACKBONE_MODES)}")
-    if t.backbone == "finetune":
-        raise ValueError("train.backbone='finetune' is not available yet in this build; accepted: frozen")
     dist_info = init_distributed()
+    if t.backbone == "finetune" and dist_info.enabled:
+        raise ValueError("train.backbone='finetune' runs in one process (the backbone's gradients "
+                         "are not all-reduced); accepted under torchrun: train.backbone=frozen")
     seed_everything(t.seed, t.deterministic)
     device = resolve_device(t.device)
     if device.type == "cuda" and dist_info.enabled:
@@ -126,27 +153,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = resolve_run_dir(cfg)
 
     data = load_graph(cfg.domain.processed_dir)
-    cache, cache_dir = open_cache(cfg)
     num_products = int(data["product"].num_nodes)
-    if cache.num_products != num_products or cache.num_relations != len(data.relation_text):
-        raise ValueError(
-            f"feature cache {cache_dir} has {cache.num_products} products / {cache.num_relations} "
-            f"descriptions but the graph has {num_products} / {len(data.relation_text)}: rebuild it "
-            f"with python -m rcml_graph.features domain={cfg.domain.name} model={cfg.model.name}")
-    source = TensorFeatures.from_source(cache, device=device) if t.preload_features else cache
-    description_table = cache.relation_features(device=device).global_emb  # (R, D)
+    dims: FeatureCache | BackboneFeatures
+    finetune: dict[str, Any] | None = None
+    cache_dir: Path | None = None
+    if t.backbone == "finetune":
+        source, finetune = open_finetune_source(cfg, data, device)
+        dims, backbone_seed = source, int(cfg.model.init_seed)
+        with torch.no_grad():
+            description_table = source.encode_descriptions(device=device)  # (R, D), re-encoded per step if trained
+    else:
+        cache, cache_dir = open_cache(cfg)
+        if cache.num_products != num_products or cache.num_relations != len(data.relation_text):
+            raise ValueError(
+                f"feature cache {cache_dir} has {cache.num_products} products / {cache.num_relations} "
+                f"descriptions but the graph has {num_products} / {len(data.relation_text)}: rebuild it "
+                f"with python -m rcml_graph.features domain={cfg.domain.name} model={cfg.model.name}")
+        source = TensorFeatures.from_source(cache, device=device) if t.preload_features else cache
+        description_table = cache.relation_features(device=device).global_emb  # (R, D)
+        dims, backbone_seed = cache, cache.manifest.get("model_key", {}).get("seed", cfg.model.init_seed)
 
     variant = get_variant(cfg.model.variant)
     pairs = resolve_pairs(variant, t.pairs)
     head_options = HeadOptions(**OmegaConf.to_container(cfg.model.head, resolve=True))  # type: ignore[arg-type]
-    kwargs = head_kwargs(variant, head_options, cache.embed_dim, cache.image_token_dim,
-                         cache.text_token_dim, cache.num_relations)
+    kwargs = head_kwargs(variant, head_options, dims.embed_dim, dims.image_token_dim,
+                         dims.text_token_dim, dims.num_relations)
     head = build_head(kwargs, device)
     if not head.global_only and variant.relation_mode == "description":
         head.cache_descriptions(description_table)
     loss_fn = build_loss(variant, t.w_inter, t.w_intra, t.mask_false_negatives)
     sampler = build_sampler(data, pairs, batch_size=t.batch_size,
-                            positives_per_anchor=t.positives_per_anchor, seed=t.seed)
+                            positives_per_anchor=t.positives_per_anchor, seed=t.seed,
+                            hard_negatives=t.hard_negatives)
     validator = RetrievalValidator(data, num_negatives=t.val_negatives, seed=t.val_seed,
                                    max_queries=t.val_max_queries)
 
@@ -155,25 +193,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "variant": variant.name,
         "pairs": pairs,
         "head": kwargs,
-        "cache_dir": str(cache_dir),
+        "cache_dir": None if cache_dir is None else str(cache_dir),
+        "finetune": finetune,
         "processed_dir": str(cfg.domain.processed_dir),
         "backbone": {"name": cfg.model.name, "pretrained": cfg.model.get("pretrained"),
                      "checkpoint": cfg.model.get("checkpoint"), "embed_dim": cfg.model.get("embed_dim"),
-                     "seed": cache.manifest.get("model_key", {}).get("seed", cfg.model.init_seed)},
+                     "seed": backbone_seed},
         "cfg": OmegaConf.to_container(cfg, resolve=True),
     }
     options = FitOptions(
         epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
         min_lr_ratio=t.min_lr_ratio, grad_clip=t.grad_clip, patience=t.patience, monitor=t.monitor,
         max_steps=t.max_steps, stop_after_epoch=t.stop_after_epoch,
-        graph_false_negatives=t.graph_false_negatives, validate_before=t.validate_before,
+        graph_false_negatives=t.graph_false_negatives, random_negatives=t.random_negatives,
+        validate_before=t.validate_before,
         amp_dtype=t.amp_dtype, show_progress=t.show_progress and cfg.show_progress,
         tensorboard=t.tensorboard, log_every=t.log_every,
     )
     log.info("training %s (%s pairs) on %s: %d products, %d batches/epoch, run dir %s",
              variant.name, pairs, cfg.domain.name, num_products, len(sampler), run_dir)
     metrics = fit(head, loss_fn, sampler, source, validator, run_dir,
-                  num_relations=cache.num_relations, description_table=description_table,
+                  num_relations=dims.num_relations, description_table=description_table,
                   options=options, config=config, resume=resolve_resume(t.resume, run_dir),
                   device=device, dist_info=dist_info)
     if dist_info.is_main:

@@ -210,3 +210,31 @@ def test_ddp_gather_matches_single_process(tmp_path: Path, legacy_gather: bool) 
         # gradients, so each rank holds world_size x its slice (DDP's mean restores it).
         for rank_grad, full_grad in zip(result["grads"], grads):
             torch.testing.assert_close(rank_grad, 2 * full_grad[2 * rank : 2 * rank + 2])
+
+
+def test_relation_ids_drop_cross_relation_candidates_known_value() -> None:
+    # Two pairs under different relations: each row keeps only its own positive, in both
+    # directions, so every term is log(e^s / e^s) = 0.
+    loss = RCMLLoss(w_inter=1.0, w_intra=1.0)
+    total, terms = loss(A, A, B, B, SCALE, relation_ids=torch.tensor([3, 5]))
+    torch.testing.assert_close(total, torch.tensor(0.0))
+    # Same relation: the plain symmetric loss.
+    total_same, _ = loss(A, A, B, B, SCALE, relation_ids=torch.tensor([3, 3]))
+    torch.testing.assert_close(total_same, torch.tensor(2 * SYM_AB))  # inter + intra, all four terms SYM_AB
+
+
+def test_explicit_negatives_join_the_forward_rows_known_value() -> None:
+    # One pair, one explicit negative N = [0, 1] for each modality, scale 2:
+    # a = [1, 0], b = [0.6, 0.8]: positive logit 1.2, negative logit a.N * 2 = 0.
+    a = torch.tensor([[1.0, 0.0]])
+    b = torch.tensor([[0.6, 0.8]])
+    neg = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])  # (P=1, M=2, E=2)
+    valid = torch.tensor([[True, False]])  # the second column is padding
+    loss = RCMLLoss(w_inter=1.0, w_intra=0.0)
+    total, terms = loss(a, a, b, b, SCALE, neg_image=neg, neg_text=neg, neg_valid=valid)
+    forward = math.log(E**1.2 + E**0) - 1.2  # the padding column (logit 2) is left out
+    backward = 0.0  # the column direction has a single candidate
+    torch.testing.assert_close(terms["i2t"], torch.tensor((forward + backward) / 2))
+    torch.testing.assert_close(total, torch.tensor((forward + backward) / 2))
+    with pytest.raises(ValueError, match="neg_image must be"):
+        loss(a, a, b, b, SCALE, neg_image=neg[0], neg_text=neg[0])

@@ -311,3 +311,31 @@ def test_graph_without_categories_uses_relation_negatives_only(graph):
     # no category: every column falls back to the relation-specific kind
     assert neg[(0, 1, 1)] == ([3], [RELATION_SPECIFIC])
     assert neg[(3, 0, 3)] == ([NO_NEGATIVE], [NO_NEGATIVE])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_explicit_negatives_never_linked_under_the_pair_relation(seed):
+    from rcml_graph.training.step import explicit_negatives
+
+    data, triples = random_graph(seed)
+    sampler = RelationPairSampler(data, batch_size=6, positives_per_anchor=3, num_hard_negatives=2, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    checked = dropped = 0
+    for batch in sampler:
+        negatives = explicit_negatives(batch, random_negatives=8, generator=generator)
+        assert negatives.shape == (batch.num_pairs, 2 + 8)
+        assert torch.equal(negatives[:, :2], batch.hard_neg_local)  # the sampler's hard negatives first
+        for i in range(batch.num_pairs):
+            src, desc = int(batch.src[i]), int(batch.desc_id[i])
+            for local in negatives[i, 2:].tolist():
+                if local < 0:
+                    dropped += 1
+                    continue
+                product = int(batch.products[local])
+                checked += 1
+                assert product != src
+                assert (src, product, desc) not in triples  # never linked under the pair's relation
+                if desc == 0:  # self pair: only the product itself would be linked
+                    assert product != int(batch.dst[i])
+    assert checked > 100 and dropped > 0  # draws were made, and some were rejected
+    assert torch.equal(explicit_negatives(batch, random_negatives=0), batch.hard_neg_local)

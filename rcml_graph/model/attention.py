@@ -84,23 +84,33 @@ class RelationCrossAttention(nn.Module):
         key = self.key_proj(normed).view(num_rows, length, self.num_heads, head_dim)
         value = self.value_proj(normed).view(num_rows, length, self.num_heads, head_dim)
         key, value = key.transpose(1, 2), value.transpose(1, 2)  # (N, H, L, d)
-        if token_index is not None:
-            key, value, token_mask = key[token_index], value[token_index], token_mask[token_index]  # (V, ...)
-
-        empty = ~token_mask.any(dim=1)  # (V,)
+        if token_index is None:
+            token_index = torch.arange(num_rows, device=tokens.device)
+        # Group the views by product row instead of gathering keys/values per view (a (V, H, L, d)
+        # copy): row n's views become the queries n, 0..k_n-1 of one padded batch, so SDPA runs
+        # with (N, H, K, d) queries against each row's own (N, H, L, d) keys once.
+        counts = torch.bincount(token_index, minlength=num_rows)  # (N,)
+        order = torch.argsort(token_index, stable=True)  # (V,)
+        starts = torch.cumsum(counts, 0) - counts  # (N,)
+        slot = torch.empty_like(token_index)
+        slot[order] = torch.arange(num_views, device=tokens.device) - starts[token_index[order]]
+        max_views = int(counts.max()) if num_views else 0
+        empty_row = ~token_mask.any(dim=1)  # (N,)
         # Empty rows attend everywhere (finite, then discarded) instead of nowhere (NaN).
-        attend = token_mask | empty[:, None]  # (V, L)
+        attend = token_mask | empty_row[:, None]  # (N, L)
         query = self.query_proj(self.query_norm(relation))  # (V, d_model)
-        query = query.view(num_views, 1, self.num_heads, head_dim).transpose(1, 2)  # (V, H, 1, d)
-
+        padded = query.new_zeros(num_rows, max_views, self.d_model)
+        padded = padded.index_put((token_index, slot), query)  # (N, K, d_model)
+        padded = padded.view(num_rows, max_views, self.num_heads, head_dim).transpose(1, 2)  # (N, H, K, d)
         attended = F.scaled_dot_product_attention(
-            query,
+            padded,
             key,
             value,
-            attn_mask=attend[:, None, None, :],  # (V, 1, 1, L) broadcast over heads
+            attn_mask=attend[:, None, None, :],  # (N, 1, 1, L) broadcast over heads and queries
             dropout_p=self.dropout if self.training else 0.0,
-        )  # (V, H, 1, d)
-        attended = attended.transpose(1, 2).reshape(num_views, self.d_model)  # (V, d_model)
+        )  # (N, H, K, d)
+        attended = attended.transpose(1, 2)[token_index, slot].reshape(num_views, self.d_model)  # (V, d_model)
+        empty = empty_row[token_index]  # (V,)
         out = self.out_proj(attended)  # (V, out_dim)
         out = torch.where(empty[:, None], torch.zeros_like(out), out)
         return out, empty

@@ -58,6 +58,10 @@ class PairEmbeddings:
         src_image, src_text, dst_image, dst_text: ``(P, out_dim)``, L2-normalised.
         src_image_valid, dst_image_valid: ``(P,)`` bool image validity.
         logit_scale: scalar tensor, ``exp`` of the learnable log-scale, clamped.
+        neg_image, neg_text: ``(P, M, out_dim)`` explicit negatives of each pair, embedded
+            under the pair's own relation (None when no ``negative_index`` was given).
+        neg_image_valid: ``(P, M)`` bool image validity of the negatives.
+        neg_valid: ``(P, M)`` bool, False for padding columns (``negative_index == -1``).
     """
 
     src_image: Tensor
@@ -67,6 +71,10 @@ class PairEmbeddings:
     src_image_valid: Tensor
     dst_image_valid: Tensor
     logit_scale: Tensor
+    neg_image: Tensor | None = None
+    neg_text: Tensor | None = None
+    neg_image_valid: Tensor | None = None
+    neg_valid: Tensor | None = None
 
 
 class RCMLHead(nn.Module):
@@ -102,7 +110,9 @@ class RCMLHead(nn.Module):
     Shapes:
         - **input:** products (:class:`ProductFeatures` of ``N`` products),
           src_index ``(P,)``, dst_index ``(P,)`` and relation_index ``(P,)`` long,
-          description_table ``(R, D)`` or None.
+          description_table ``(R, D)`` or None, negative_index ``(P, M)`` long or None
+          (rows of ``products``, -1 for none): negatives of pair ``i``, embedded under
+          ``relation_index[i]``, i.e. scored under the anchor's relation as at test time.
         - **output:** :class:`PairEmbeddings` with ``(P, out_dim)`` embeddings.
     """
 
@@ -234,6 +244,7 @@ class RCMLHead(nn.Module):
         dst_index: Tensor,
         relation_index: Tensor,
         description_table: Tensor | None = None,
+        negative_index: Tensor | None = None,
     ) -> PairEmbeddings:
         if not (src_index.shape == dst_index.shape == relation_index.shape) or src_index.dim() != 1:
             raise ValueError(
@@ -241,18 +252,35 @@ class RCMLHead(nn.Module):
                 f"relation_index {tuple(relation_index.shape)} must be 1-D of equal length"
             )
         num_pairs = src_index.shape[0]
+        products_index = [src_index, dst_index]
+        relations = [relation_index, relation_index]
+        neg_valid = None
+        if negative_index is not None:
+            if negative_index.dim() != 2 or negative_index.shape[0] != num_pairs:
+                raise ValueError(
+                    f"negative_index must be (P, M) with P={num_pairs}; got {tuple(negative_index.shape)}"
+                )
+            neg_valid = negative_index >= 0  # (P, M)
+            # Padding columns embed the anchor (any valid row) and are flagged invalid.
+            filled = torch.where(neg_valid, negative_index, src_index[:, None])  # (P, M)
+            products_index.append(filled.reshape(-1))
+            relations.append(relation_index[:, None].expand_as(filled).reshape(-1))
         views = self.encode_views(
-            products,
-            torch.cat([src_index, dst_index]),
-            torch.cat([relation_index, relation_index]),
-            description_table,
+            products, torch.cat(products_index), torch.cat(relations), description_table
         )
-        return PairEmbeddings(
+        out = PairEmbeddings(
             src_image=views.image[:num_pairs],
             src_text=views.text[:num_pairs],
-            dst_image=views.image[num_pairs:],
-            dst_text=views.text[num_pairs:],
+            dst_image=views.image[num_pairs : 2 * num_pairs],
+            dst_text=views.text[num_pairs : 2 * num_pairs],
             src_image_valid=views.image_valid[:num_pairs],
-            dst_image_valid=views.image_valid[num_pairs:],
+            dst_image_valid=views.image_valid[num_pairs : 2 * num_pairs],
             logit_scale=self.logit_scale(),
         )
+        if negative_index is not None and neg_valid is not None:
+            shape = (*negative_index.shape, -1)
+            out.neg_image = views.image[2 * num_pairs :].reshape(shape)  # (P, M, E)
+            out.neg_text = views.text[2 * num_pairs :].reshape(shape)  # (P, M, E)
+            out.neg_image_valid = views.image_valid[2 * num_pairs :].reshape(negative_index.shape) & neg_valid
+            out.neg_valid = neg_valid
+        return out

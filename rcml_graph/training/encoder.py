@@ -47,7 +47,13 @@ class ConditionedEncoder:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
                         cache_dir: str | Path | None = None, preload: bool = False) -> ConditionedEncoder:
         """Load ``path`` (``weights_only=True``) and open the feature cache it was trained on
-        (or ``cache_dir``)."""
+        (or ``cache_dir``).
+
+        A ``train.backbone=finetune`` checkpoint embeds products with its own fine-tuned
+        backbone (rebuilt from the run's graph and image folder, weights from the checkpoint;
+        ``preload`` decodes every image once), never with a frozen cache: ``cache_dir`` is then
+        refused.
+        """
         from rcml_graph.feature_cache import FeatureCache
 
         state = load_checkpoint(path, map_location="cpu")
@@ -55,9 +61,21 @@ class ConditionedEncoder:
         head = RCMLHead(**config["head"])
         head_state = {k[len("head."):]: v for k, v in state["modules"].items() if k.startswith("head.")}
         head.load_state_dict(head_state)
+        table = state.get("description_table")
+        if config.get("finetune"):
+            from rcml_graph.training.finetune import load_finetune_source
+
+            if cache_dir is not None:
+                raise ValueError(f"cache_dir={str(cache_dir)!r} given for the fine-tuned checkpoint {path}, "
+                                 "whose products must be embedded by its own backbone; accepted: "
+                                 "cache_dir=None")
+            tuned = load_finetune_source(config["finetune"], state["modules"], device, preload_images=preload)
+            if table is None:
+                with torch.no_grad():
+                    table = tuned.encode_descriptions()
+            return cls(head, tuned.eval(), table, config, device)
         cache = FeatureCache.open(cache_dir or config["cache_dir"])
         source: FeatureSource = TensorFeatures.from_source(cache, device=device) if preload else cache
-        table = state.get("description_table")
         if table is None:
             table = cache.relation_features().global_emb
         return cls(head, source, table, config, device)
@@ -95,6 +113,9 @@ class ConditionedEncoder:
         return ViewEmbeddings(torch.cat(images), torch.cat(texts), torch.cat(valid))
 
     def _text_tower(self) -> Any:
+        tuned = getattr(self.source, "backbone", None)
+        if tuned is not None:  # a fine-tuned checkpoint: its own text tower
+            return tuned
         if self._backbone is None:
             from rcml_graph.backbones import build_backbone
 

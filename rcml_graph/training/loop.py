@@ -37,6 +37,7 @@ from rcml_graph.training.checkpoint import (
     save_checkpoint,
 )
 from rcml_graph.training.distributed import DistInfo, barrier, broadcast_flag
+from rcml_graph.training.finetune import step_description_table
 from rcml_graph.training.metrics_log import MetricsLogger
 from rcml_graph.training.pairs import shard_pairs
 from rcml_graph.training.schedule import build_optimizer, build_scheduler
@@ -72,6 +73,8 @@ class FitOptions:
         stop_after_epoch: return after this many completed epochs, as a kill would (testing
             resumption); the run is not finished and ``resume`` continues it.
         graph_false_negatives: mask the sampler's graph false negatives in the loss.
+        random_negatives: in-batch products per pair embedded under the pair's relation as
+            extra negatives (relation-conditioned heads; see :func:`pair_loss`).
         validate_before: score the untrained model first (``init/...`` metrics).
         amp_dtype: autocast dtype on CUDA (``bfloat16``) or None for fp32.
         show_progress: tqdm bar with loss and pairs/s.
@@ -90,6 +93,7 @@ class FitOptions:
     max_steps: int | None = None
     stop_after_epoch: int | None = None
     graph_false_negatives: bool = True
+    random_negatives: int = 0
     validate_before: bool = True
     amp_dtype: str | None = None
     show_progress: bool = True
@@ -194,12 +198,18 @@ def fit(
 
     logger = MetricsLogger(run_dir, tensorboard=options.tensorboard, enabled=dist_info.is_main)
 
+    def current_descriptions() -> Tensor | None:
+        # A fine-tuned text tower changes the descriptions' embeddings: re-encode them.
+        with torch.no_grad():
+            return step_description_table(head, source, description_table, device=device)
+
     def validate() -> dict[str, float]:
         if validator is None:
             return {}
-        return validator.evaluate(head, source, description_table, device)
+        return validator.evaluate(head, source, current_descriptions(), device)
 
     def checkpoint_state(epoch: int) -> dict[str, Any]:
+        table = current_descriptions()
         return {
             "modules": modules.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -212,7 +222,7 @@ def fit(
             "metrics": metrics_out,
             "rng": capture_rng_state(),
             "config": config_json,
-            "description_table": description_table.detach().cpu() if description_table is not None else None,
+            "description_table": table.detach().cpu() if table is not None else None,
         }
 
     if resume is None and options.validate_before and validator is not None:
@@ -243,9 +253,11 @@ def fit(
                     kept = batch.num_pairs
                 autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()
                 with autocast:
-                    loss, terms, _ = pair_loss(model, loss_fn, batch, source, description_table,
+                    step_table = step_description_table(head, source, description_table, batch.desc_id, device)
+                    loss, terms, _ = pair_loss(model, loss_fn, batch, source, step_table,
                                                num_relations, device, options.graph_false_negatives,
-                                               shard)
+                                               shard, conditioned=not head.global_only,
+                                               random_negatives=options.random_negatives)
                 if not torch.isfinite(loss):
                     last = ckpt_dir / LAST
                     kept_msg = f"the last good checkpoint {last} is kept" if last.is_file() else \

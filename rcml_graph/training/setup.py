@@ -55,7 +55,8 @@ def resolve_pairs(variant: Variant, pairs: str) -> str:
 
 
 def build_sampler(data: HeteroData, pairs: str, *, batch_size: int, positives_per_anchor: int,
-                  seed: int, device: torch.device | str = "cpu") -> RelationPairSampler | SelfPairSampler:
+                  seed: int, device: torch.device | str = "cpu",
+                  hard_negatives: int = 0) -> RelationPairSampler | SelfPairSampler:
     """Self pairs over every product (``pairs='self'``), or the relation sampler over the
     training edges with one self pair per anchor slot (``'relations'``)."""
     if pairs == "self":
@@ -64,7 +65,7 @@ def build_sampler(data: HeteroData, pairs: str, *, batch_size: int, positives_pe
     if pairs != "relations":
         raise ValueError(f"pairs={pairs!r}; accepted: self, relations")
     return RelationPairSampler(data, batch_size=batch_size, positives_per_anchor=positives_per_anchor,
-                               num_hard_negatives=0, include_self_pairs=True, seed=seed, device=device)
+                               num_hard_negatives=hard_negatives, include_self_pairs=True, seed=seed, device=device)
 
 
 def build_head(kwargs: dict[str, Any], device: torch.device | str = "cpu") -> RCMLHead:

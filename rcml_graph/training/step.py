@@ -10,6 +10,34 @@ from rcml_graph.sampling import PairBatch, false_negative_mask
 from rcml_graph.training.sources import FeatureSource
 
 
+def explicit_negatives(batch: PairBatch, random_negatives: int, pairs: slice | None = None,
+                       generator: torch.Generator | None = None) -> Tensor | None:
+    """``(P, H + R)`` local product indices (-1 for none) of each pair's explicit negatives.
+
+    The sampler's ``H`` hard negatives (same category, linked under another relation) followed
+    by ``R`` products drawn uniformly from the batch's product table. A random draw that is the
+    pair's anchor or is linked to it under the pair's relation (the batch's
+    ``false_negative_index``, which includes the pair's own target) becomes -1. The head embeds
+    every column under the pair's relation, so a pair is contrasted with candidates as retrieval
+    scores them (the query's relation applied to every candidate). None when there are none.
+    """
+    select = pairs if pairs is not None else slice(None)
+    hard = batch.hard_neg_local[select]  # (P, H)
+    if random_negatives <= 0:
+        return hard if hard.shape[1] > 0 else None
+    num_pairs, num_products = batch.num_pairs, batch.products.numel()
+    device = batch.src_local.device
+    excluded = torch.zeros(num_pairs, num_products, dtype=torch.bool, device=device)  # (P_all, U)
+    rows, local = batch.false_negative_index
+    excluded[rows, local] = True
+    excluded[torch.arange(num_pairs, device=device), batch.src_local] = True
+    excluded = excluded[select]
+    draws = torch.randint(num_products, (excluded.shape[0], random_negatives), device=device,
+                          generator=generator)  # (P, R)
+    draws = torch.where(excluded.gather(1, draws), torch.full_like(draws, -1), draws)
+    return torch.cat([hard, draws], dim=1)
+
+
 def pair_loss(
     model: nn.Module,
     loss_fn: RCMLLoss,
@@ -20,6 +48,9 @@ def pair_loss(
     device: torch.device | str = "cpu",
     graph_false_negatives: bool = True,
     pairs: slice | None = None,
+    *,
+    conditioned: bool = False,
+    random_negatives: int = 0,
 ) -> tuple[Tensor, dict[str, Tensor], int]:
     """The loss of ``batch`` (or of its pairs ``pairs``, this rank's shard under DDP).
 
@@ -28,14 +59,25 @@ def pair_loss(
     ``graph_false_negatives`` the sampler's graph mask ``(P, P)``: pair ``j``'s target is no
     negative for pair ``i`` when it is linked to ``i``'s anchor under ``i``'s description.
 
+    Negatives under the anchor's relation: with ``conditioned`` (a relation-conditioned head),
+    pair ``j``'s target view was embedded under ``j``'s relation, so it is a candidate of pair
+    ``i`` only when both share the relation; the explicit negatives (the sampler's hard
+    negatives plus ``random_negatives`` in-batch products, see :func:`explicit_negatives`) are
+    embedded under each pair's own relation. A global-only head (CLIP, unconditioned) embeds a
+    product identically under every relation, so it keeps every in-batch candidate and gets the
+    same hard negatives (its random draws would repeat in-batch candidates and are skipped).
+
     Returns:
         ``(loss, terms, number of pairs)``.
     """
     select = pairs if pairs is not None else slice(None)
     src, dst, desc = batch.src[select], batch.dst[select], batch.desc_id[select]
     features = source.product_features(batch.products, device=device)
+    # Random in-batch draws would only repeat a global-only head's in-batch candidates.
+    negatives = explicit_negatives(batch, random_negatives if conditioned else 0, pairs)
     out = model(features, batch.src_local[select].to(device), batch.dst_local[select].to(device),
-                desc.to(device), description_table)
+                desc.to(device), description_table,
+                None if negatives is None else negatives.to(device))
     fn_mask = None
     if graph_false_negatives:
         fn_mask = false_negative_mask(batch)[select, select].to(device)  # (P, P)
@@ -43,5 +85,8 @@ def pair_loss(
         out.src_image, out.src_text, out.dst_image, out.dst_text, out.logit_scale,
         view_keys(src, desc, num_relations).to(device), view_keys(dst, desc, num_relations).to(device),
         out.src_image_valid, out.dst_image_valid, fn_mask,
+        relation_ids=desc.to(device) if conditioned else None,
+        neg_image=out.neg_image, neg_text=out.neg_text,
+        neg_image_valid=out.neg_image_valid, neg_valid=out.neg_valid,
     )
     return loss, terms, src.numel()
