@@ -218,12 +218,7 @@ class RCMLHead(nn.Module):
         relation = self.relation_encoder(unique_relation, description_table)  # (U, D)
         # Keys/values are per product: project the tokens of the products in use once each.
         used_product, token_index = torch.unique(unique_product, return_inverse=True)  # (N_u,), (U,)
-        image_attended, image_empty = self.image_attention(
-            relation,
-            products.image_tokens[used_product],
-            products.image_token_mask()[used_product],
-            token_index,
-        )  # (U, D), (U,)
+        image_attended, image_empty = self._attend_images(products, relation, used_product, token_index)
         text_attended, _ = self.text_attention(
             relation, products.text_tokens[used_product], products.text_mask[used_product], token_index
         )  # (U, D)
@@ -236,6 +231,34 @@ class RCMLHead(nn.Module):
         image_valid = has_image[unique_product] & ~image_empty  # (U,)
         image = torch.where(image_valid[:, None], image, text)
         return ViewEmbeddings(image[inverse], text[inverse], image_valid[inverse])
+
+    def _attend_images(
+        self, products: ProductFeatures, relation: Tensor, used_product: Tensor, token_index: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Image cross-attention of ``U`` views, run only on products that have an image.
+
+        A product without an image has nothing to attend to (its output is discarded), so its
+        tokens are not projected at all: a text-only domain costs no image attention.
+        Returns ``(U, D)`` attended (zeros where empty) and ``(U,)`` empty.
+        """
+        assert self.image_attention is not None
+        token_mask = products.image_token_mask()[used_product]  # (N_u, L)
+        has_tokens = token_mask.any(dim=1)  # (N_u,)
+        if bool(has_tokens.all()):
+            return self.image_attention(relation, products.image_tokens[used_product], token_mask, token_index)
+        view_has = has_tokens[token_index]  # (U,)
+        attended = relation.new_zeros(relation.shape[0], self.image_attention.out_proj.out_features)
+        if not bool(view_has.any()):
+            return attended, ~view_has
+        row_of = torch.cumsum(has_tokens.long(), 0) - 1  # (N_u,) row among products with tokens
+        views = torch.nonzero(view_has).flatten()  # (U_i,)
+        out, _ = self.image_attention(
+            relation[views],
+            products.image_tokens[used_product[has_tokens]],
+            token_mask[has_tokens],
+            row_of[token_index[views]],
+        )  # (U_i, D)
+        return attended.index_put((views,), out), ~view_has
 
     def forward(
         self,

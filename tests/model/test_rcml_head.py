@@ -199,3 +199,35 @@ def test_product_features_validate_names_the_bad_field() -> None:
     products.text_mask = products.text_mask[:, :2]
     with pytest.raises(ValueError, match="text_mask length 2"):
         products.validate()
+
+
+def test_products_without_image_skip_image_attention_and_leave_others_unchanged() -> None:
+    head = _head()
+    products = _products()  # product 2 has no image
+    table = _descriptions()
+    rows: list[int] = []
+    head.image_attention.register_forward_hook(lambda m, args, out: rows.append(args[1].shape[0]))
+    views = head.encode_views(products, torch.tensor([0, 2, 3, 2]), torch.tensor([1, 1, 2, 0]), table)
+    assert rows == [2]  # the tokens of products 0 and 3 only
+    assert views.image_valid.tolist() == [True, False, True, False]
+    torch.testing.assert_close(views.image[1], views.text[1])  # fallback to the text view
+    # The same views computed one product at a time agree.
+    for position, (product, relation) in enumerate([(0, 1), (3, 2)]):
+        alone = head.encode_views(products, torch.tensor([product]), torch.tensor([relation]), table)
+        torch.testing.assert_close(views.image[position * 2], alone.image[0])
+
+
+def test_explicit_negatives_are_embedded_under_the_pair_relation() -> None:
+    head = _head()
+    products = _products()
+    table = _descriptions()
+    src, dst, rel = torch.tensor([0, 1]), torch.tensor([1, 3]), torch.tensor([1, 2])
+    negatives = torch.tensor([[3, -1], [0, 2]])
+    out = head(products, src, dst, rel, table, negatives)
+    assert out.neg_text.shape == (2, 2, 7) and out.neg_valid.tolist() == [[True, False], [True, True]]
+    assert out.neg_image_valid.tolist() == [[True, False], [True, False]]  # product 2 has no image
+    expected = head.encode_views(products, torch.tensor([3, 0, 2]), torch.tensor([1, 2, 2]), table)
+    torch.testing.assert_close(out.neg_text[0, 0], expected.text[0])
+    torch.testing.assert_close(out.neg_text[1, 0], expected.text[1])
+    torch.testing.assert_close(out.neg_image[1, 0], expected.image[1])
+    torch.testing.assert_close(out.neg_text[1, 1], expected.text[2])
