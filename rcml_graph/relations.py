@@ -41,6 +41,33 @@ GENERIC_TEMPLATES: Final[dict[str, str]] = {
     "buy_after_viewing": "bought after viewing the other product",
 }
 
+#: Paraphrases of every template, never used to build a graph: test-time wording the model has
+#: not seen, for the open-vocabulary evaluation (``retrieval_unseen``, subset ``paraphrased``).
+PARAPHRASE_TEMPLATES: Final[dict[str, str]] = {
+    "also_bought": "often purchased by customers who are into {context}",
+    "also_viewed": "looked at side by side by people shopping for {context}",
+    "bought_together": "ordered in one purchase by fans of {context}",
+    "buy_after_viewing": "purchased after browsing by customers searching for {context}",
+}
+GENERIC_PARAPHRASES: Final[dict[str, str]] = {
+    "also_bought": "purchased by the very same customers",
+    "also_viewed": "browsed in the same session by the same shoppers",
+    "bought_together": "ordered together in a single purchase",
+    "buy_after_viewing": "purchased after the shopper looked at the other item",
+}
+
+
+def paraphrase(description: str) -> str | None:
+    """A paraphrase of a description produced by :func:`describe` (None for other texts)."""
+    for kind in RELATION_KINDS:
+        if description == GENERIC_TEMPLATES[kind]:
+            return GENERIC_PARAPHRASES[kind]
+        prefix = CONTEXT_TEMPLATES[kind].split("{context}")[0]
+        if description.startswith(prefix) and len(description) > len(prefix):
+            return PARAPHRASE_TEMPLATES[kind].format(context=description[len(prefix):])
+    return None
+
+
 # Raw field names per Amazon release, mapped onto the canonical relation kinds.
 RAW_RELATION_FIELDS: Final[dict[str, str]] = {
     # 2014 (inside ``related``)

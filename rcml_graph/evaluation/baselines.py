@@ -108,6 +108,11 @@ class ZeroShotEncoder:
             self._image_done[chunk] = True
         return self._image_cache[products]
 
+    def add_description(self, text: str) -> int:
+        """Append a new description; returns its relation id for :meth:`encode`."""
+        self.relation_text.append(text)
+        return len(self.relation_text) - 1
+
     def encode(self, products: Tensor, relation_ids: Tensor) -> ViewEmbeddings:
         """Text of ``item text + " " + relation text``; relation-free image."""
         texts = [

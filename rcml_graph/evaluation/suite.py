@@ -34,7 +34,7 @@ from rcml_graph.evaluation.retrieval_tasks import (
     unseen_descriptions,
 )
 from rcml_graph.evaluation.validation import relation_validation
-from rcml_graph.relations import PRODUCT, RELATION_KINDS
+from rcml_graph.relations import PRODUCT, RELATION_KINDS, paraphrase
 
 __all__ = ["PROBE_METHOD", "TASKS", "SuiteSettings", "metric_rows", "run_tasks"]
 
@@ -242,4 +242,55 @@ def run_tasks(
                                        len(data.relation_text), settings.batch_size)
             for mode, metrics in own_image_text_retrieval(own_views).items():
                 rows += metric_rows("retention", method, seed, mode, metrics, {"subset": "own_pair"})
+    # Last: it appends descriptions to the encoder's table.
+    if "retrieval_unseen" in settings.tasks and test_index.numel():
+        rows += _paraphrased_retrieval(encoder, data, edges, test_index, groups, k, generator, settings,
+                                       method, seed, say)
+    return rows
+
+
+def _paraphrased_retrieval(encoder: RelationEncoder, data: HeteroData, edges: RelationEdges,
+                           test_index: Tensor, groups: Tensor, k: int,
+                           generator: Callable[[int], torch.Generator], settings: SuiteSettings,
+                           method: str, seed: int, say: Callable[[str], None]) -> list[ResultRow]:
+    """The test queries again, each description replaced by an unseen paraphrase.
+
+    Same queries and negatives as ``retrieval`` / ``retrieval_sensitive`` (same generators), so
+    the ``paraphrased`` subset compares directly with their ``all`` subset: what the model keeps
+    when the relation is worded in a way it never saw. Needs an encoder that can embed new
+    descriptions (``add_description``); others are skipped.
+    """
+    add = getattr(encoder, "add_description", None)
+    texts = list(getattr(data, "relation_text", []) or [])
+    if add is None or not texts:
+        say("paraphrased descriptions: the encoder cannot embed new descriptions; skipped")
+        return []
+    desc = edges.desc_id[test_index]
+    mapping: dict[int, int] = {}
+    for d in torch.unique(desc).tolist():
+        text = paraphrase(texts[d])
+        if text is not None:
+            mapping[d] = add(text)
+    keep = torch.tensor([int(d) in mapping for d in desc.tolist()], dtype=torch.bool)
+    if not bool(keep.any()):
+        say("paraphrased descriptions: no test description has a template paraphrase; skipped")
+        return []
+    say(f"paraphrased descriptions ({len(mapping)} descriptions, {int(keep.sum())} queries)")
+    new_desc = edges.desc_id.clone()
+    lookup = torch.arange(max(mapping.values()) + 1)
+    for old, new in mapping.items():
+        lookup[old] = new
+    new_desc[test_index] = lookup[desc]
+    paraphrased = RelationEdges(edges.source, edges.target, new_desc, edges.kind_id, edges.split,
+                                edges.num_nodes, int(lookup.max()) + 1)
+    sources, targets = edges.source[test_index], edges.target[test_index]
+    rows: list[ResultRow] = []
+    for task, protocol, negatives in (
+        ("retrieval_unseen", "random", random_negatives(edges, sources, targets, desc, k, generator(2))),
+        ("retrieval_unseen", "sensitive",
+         sensitive_negatives(edges, sources, targets, desc, groups, k, generator(4))),
+    ):
+        results = candidate_retrieval(encoder, paraphrased, test_index, negatives, {"paraphrased": keep},
+                                      batch_size=settings.batch_size)
+        rows += _nested_rows(task, method, seed, results, protocol)
     return rows

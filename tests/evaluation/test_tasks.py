@@ -155,3 +155,44 @@ def test_run_tasks_rows_and_determinism(graph):
     assert any(r.method == "backbone_probe" for r in rows_a)
     with pytest.raises(ValueError, match="unknown evaluation task"):
         SuiteSettings(tasks=("retreival",))
+
+
+class ParaphraseOracle(OracleEncoder):
+    """The oracle, and it understands paraphrases: a new description maps back to its original."""
+
+    def __init__(self, relation_text: list[str]) -> None:
+        super().__init__()
+        from rcml_graph.relations import paraphrase
+
+        self.original = {paraphrase(t): i for i, t in enumerate(relation_text)}
+        self.table = list(range(len(relation_text)))
+
+    def add_description(self, text: str) -> int:
+        self.table.append(self.original[text])
+        return len(self.table) - 1
+
+    def encode(self, products, relation_ids):
+        return super().encode(products, torch.tensor(self.table)[relation_ids])
+
+
+def test_paraphrased_descriptions_rows(graph):
+    data, edges, _ = graph
+    settings = SuiteSettings(num_negatives=5, max_queries=16, full_corpus_queries=0,
+                             tasks=("retrieval", "retrieval_unseen"))
+    rows = run_tasks(data, edges, ParaphraseOracle(data.relation_text), "oracle", 0, settings)
+    para = [r for r in rows if r.extra.get("subset") == "paraphrased" and r.metric == "hit@1"]
+    assert {r.extra["protocol"] for r in para} == {"random", "sensitive"}
+    assert all(r.value == 1.0 and r.n == 16 for r in para if r.extra["protocol"] == "sensitive")
+    # An encoder that cannot take new descriptions gets no paraphrased rows.
+    blind = run_tasks(data, edges, BlindEncoder(), "blind", 0, settings)
+    assert not any(r.extra.get("subset") == "paraphrased" for r in blind)
+
+
+def test_paraphrase_known_answers():
+    from rcml_graph.relations import describe, paraphrase
+
+    assert paraphrase(describe("also_bought", "fly fishing")) == \
+        "often purchased by customers who are into fly fishing"
+    assert paraphrase(describe("also_viewed", None)) == "browsed in the same session by the same shoppers"
+    assert paraphrase("the image and the text describe the same product") is None
+    assert paraphrase("also bought by people who like ") is None  # no context left
