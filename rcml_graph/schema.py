@@ -94,6 +94,8 @@ class HeadConfig:
     projection: str = "linear"
     projection_hidden_dim: Optional[int] = None
     out_dim: Optional[int] = None
+    #: Start the relation branch at zero (training starts from the unconditioned model).
+    zero_init_attention: bool = True
 
 
 @dataclass

@@ -106,6 +106,8 @@ class RCMLHead(nn.Module):
         num_relations (int, optional): number of relation ids, for ``ids``. (default: None)
         logit_scale_init (float, optional): initial log logit scale. (default: ``log(1/0.07)``)
         logit_scale_max (float, optional): clamp of the logit scale. (default: 100.0)
+        zero_init_attention (bool, optional): initialise the attention output projections at
+            zero, so training starts from the unconditioned model. (default: True)
 
     Shapes:
         - **input:** products (:class:`ProductFeatures` of ``N`` products),
@@ -133,6 +135,7 @@ class RCMLHead(nn.Module):
         num_relations: int | None = None,
         logit_scale_init: float = math.log(1 / 0.07),
         logit_scale_max: float = 100.0,
+        zero_init_attention: bool = True,
     ) -> None:
         super().__init__()
         out_dim = out_dim or embed_dim
@@ -167,6 +170,13 @@ class RCMLHead(nn.Module):
             self.text_attention = RelationCrossAttention(
                 embed_dim, text_token_dim, embed_dim, d_model, num_heads, dropout
             )
+            if zero_init_attention:
+                # The relation branch starts as a no-op: the head begins as the unconditioned
+                # model (a = 0, h = beta * g) and learns what the relation adds. A random
+                # branch would first drown half of the global embedding in noise.
+                for attention in (self.image_attention, self.text_attention):
+                    nn.init.zeros_(attention.out_proj.weight)
+                    nn.init.zeros_(attention.out_proj.bias)
         self.image_projection = ProjectionHead(embed_dim, out_dim, projection, projection_hidden_dim)
         self.text_projection = ProjectionHead(embed_dim, out_dim, projection, projection_hidden_dim)
         self.log_logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))

@@ -26,7 +26,8 @@ def _products(num_products: int = 4, seed: int = 0) -> ProductFeatures:
 
 def _head(**kwargs: object) -> RCMLHead:
     torch.manual_seed(0)
-    defaults = dict(embed_dim=D, image_token_dim=DI, text_token_dim=DT, out_dim=7, d_model=8, num_heads=2)
+    defaults = dict(embed_dim=D, image_token_dim=DI, text_token_dim=DT, out_dim=7, d_model=8, num_heads=2,
+                    zero_init_attention=False)
     defaults.update(kwargs)
     return RCMLHead(**defaults).eval()  # type: ignore[arg-type]
 
@@ -231,3 +232,20 @@ def test_explicit_negatives_are_embedded_under_the_pair_relation() -> None:
     torch.testing.assert_close(out.neg_text[1, 0], expected.text[1])
     torch.testing.assert_close(out.neg_image[1, 0], expected.image[1])
     torch.testing.assert_close(out.neg_text[1, 1], expected.text[2])
+
+
+def test_zero_init_attention_starts_as_the_unconditioned_head() -> None:
+    products, table = _products(), _descriptions()
+    src, dst, rel = torch.tensor([0, 1, 3]), torch.tensor([1, 3, 0]), torch.tensor([1, 2, 0])
+    conditioned = _head(zero_init_attention=True, projection="linear")
+    out = conditioned(products, src, dst, rel, table)
+    # With a = 0 the blend is beta * g: a linear projection of it, normalised, is the projection
+    # of g up to the bias; compare with the head's own beta = 1 path on the same weights.
+    g_text = F.normalize(conditioned.text_projection(0.5 * products.text_global[src]), dim=-1)
+    torch.testing.assert_close(out.src_text, g_text)
+    other = conditioned(products, src, dst, torch.tensor([2, 0, 1]), table)
+    torch.testing.assert_close(out.src_text, other.src_text)  # the relation does not matter yet
+    # ... and it gets gradients, so it does not stay a no-op.
+    loss = out.src_text.sum() + out.src_image.sum()
+    loss.backward()
+    assert conditioned.text_attention.out_proj.weight.grad.abs().sum() > 0
