@@ -122,7 +122,8 @@ class RetrievalValidator:
         device: torch.device | str = "cpu",
         ks: Sequence[int] = (1, 5, 10),
     ) -> dict[str, float]:
-        """``{"val/hit@5": ..., "val/mrr": ..., ...}`` in ``avg`` mode, plus ``val/<mode>/hit@5``."""
+        """``{"val/hit@5": ..., "val/mrr": ..., ...}`` in ``avg`` mode (``text2text`` when no
+        product has an image), plus ``val/<mode>/hit@5``."""
         was_training = head.training
         head.eval()
         num_queries, num_candidates = self.candidates.shape
@@ -135,7 +136,10 @@ class RetrievalValidator:
         results = relation_guided_retrieval(
             views.text[q], views.image[q], views.text[c].reshape(shape), views.image[c].reshape(shape),
             views.image_valid[q], views.image_valid[c].reshape(num_queries, num_candidates), ks=ks)
-        out = {f"val/{name}": float(value) for name, value in results["avg"].items() if name != "n"}
+        # A domain without images (e.g. the text side of magazines) has no query in the image
+        # modes, so avg is undefined (NaN): score it by text2text, as the evaluation does.
+        main = "avg" if bool(views.image_valid.any()) else "text2text"
+        out = {f"val/{name}": float(value) for name, value in results[main].items() if name != "n"}
         for mode, metrics in results.items():
             if mode != "avg":
                 out[f"val/{mode}/hit@5"] = float(metrics["hit@5"])

@@ -90,3 +90,24 @@ def test_rng_state_roundtrips_through_a_weights_only_checkpoint(tmp_path):
     assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         load_checkpoint(tmp_path / "nowhere.pt")
+
+
+def test_validator_scores_text_only_domains_by_text2text():
+    from rcml_graph.model.head import RCMLHead
+    from rcml_graph.training import RetrievalValidator, TensorFeatures
+    from rcml_graph.training.sources import random_features
+
+    data = ring_graph()
+    data["product", "also_bought", "product"].split = torch.tensor([1, 1, 1] + [0] * 9)
+    data["product", "rev_also_bought", "product"].split = torch.tensor([1, 1, 1] + [0] * 9)
+    table = random_features(12, embed_dim=16, generator=torch.Generator().manual_seed(0))
+    head = RCMLHead(16, 8, 8)
+    descriptions = torch.randn(3, 16)
+    validator = RetrievalValidator(data, num_negatives=5, seed=0)
+    with_images = validator.evaluate(head, TensorFeatures(table), descriptions)
+    table.has_image = torch.zeros(12, dtype=torch.bool)  # a text-only domain
+    text_only = validator.evaluate(head, TensorFeatures(table), descriptions)
+    assert math.isnan(text_only["val/image2image/hit@5"])  # no image query at all
+    assert not math.isnan(text_only["val/hit@5"])
+    assert text_only["val/hit@5"] == text_only["val/text2text/hit@5"]
+    assert not math.isnan(with_images["val/hit@5"])
