@@ -51,7 +51,9 @@ def settings_from_config(cfg: DictConfig) -> LinkPredSettings:
         decoder=lp.decoder, dropout=lp.dropout, lr=lp.lr, weight_decay=lp.weight_decay, epochs=lp.epochs,
         eval_every=lp.eval_every, num_negatives=lp.num_negatives, hits_ks=tuple(int(k) for k in lp.hits_ks),
         hits_negatives=lp.hits_negatives, max_val_queries=lp.max_val_queries,
-        max_full_batch_nodes=lp.max_full_batch_nodes, device=lp.device,
+        max_full_batch_nodes=lp.max_full_batch_nodes, device=lp.device, feature_norm=lp.feature_norm,
+        selection=lp.selection, mode=lp.mode, batch_size=lp.batch_size,
+        num_neighbors=tuple(int(k) for k in lp.num_neighbors), relation_aggr=lp.relation_aggr,
     )
 
 
@@ -139,8 +141,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         x = node_features(cfg, data, seed, cached)
         for model_name in cfg.linkpred.models:
             outcome = train_and_evaluate(data, x, model_name, settings, seed, evaluation, log=log.info)
-            log.info("%s/%s seed %d: test mrr %.4f (best epoch %d)", method, model_name, seed,
-                     outcome.metrics["heart"]["mrr"], outcome.best_epoch)
+            log.info("%s/%s seed %d: test mrr heart %.4f uniform %.4f (best epoch %d)", method, model_name, seed,
+                     outcome.metrics["heart"]["mrr"], outcome.metrics["uniform"]["mrr"], outcome.best_epoch)
             rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind)
     append_rows(out_dir / "results.json", domain, rows)
     append_rows(Path(cfg.linkpred.results_dir) / domain / "results.json", domain, rows)

@@ -3,7 +3,8 @@
 Export a trained encoder's per-product embeddings (:func:`export_embeddings`), attach them to
 the graph as node features (:func:`attach_embeddings`) or compute them for any products and
 relation string (:func:`conditioned_embeddings`), and train/evaluate a PyG link predictor on
-held-out edges (:func:`train_and_evaluate`) with HeaRT-style hard negatives.
+held-out edges (:func:`train_and_evaluate`, full-batch or mini-batch through
+:class:`NeighborSampler`) with HeaRT-style hard negatives and uniform random ones.
 """
 
 from rcml_graph.downstream.export import (
@@ -17,36 +18,47 @@ from rcml_graph.downstream.export import (
     load_embeddings,
 )
 from rcml_graph.downstream.features import (
+    FEATURE_NORMS,
     FEATURE_SOURCES,
     cache_backbone_features,
     embedding_features,
+    normalize_features,
     random_features,
     view_features,
 )
-from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives
-from rcml_graph.downstream.models import DECODERS, MODELS, EdgeDecoder, LinkPredictor, SAGEEncoder
+from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, uniform_negatives
+from rcml_graph.downstream.models import DECODERS, MODELS, RELATION_AGGRS, EdgeDecoder, LinkPredictor, SAGEEncoder
+from rcml_graph.downstream.neighbors import NeighborSampler
 from rcml_graph.downstream.splits import held_out_pair_keys, message_passing_graph, pair_keys, target_edges
 from rcml_graph.downstream.trainer import (
+    LINKPRED_MODES,
     LINKPRED_TASK,
+    SELECTIONS,
     EvaluationSet,
     LinkPredOutcome,
     LinkPredSettings,
     build_evaluation_set,
     linkpred_rows,
+    resolve_mode,
     train_and_evaluate,
 )
 
 __all__ = [
     "DECODERS",
+    "FEATURE_NORMS",
     "FEATURE_SOURCES",
+    "LINKPRED_MODES",
     "LINKPRED_TASK",
     "MODELS",
+    "RELATION_AGGRS",
+    "SELECTIONS",
     "EdgeDecoder",
     "EmbeddingExport",
     "EvaluationSet",
     "LinkPredOutcome",
     "LinkPredSettings",
     "LinkPredictor",
+    "NeighborSampler",
     "SAGEEncoder",
     "attach_embeddings",
     "build_evaluation_set",
@@ -62,10 +74,13 @@ __all__ = [
     "linkpred_rows",
     "load_embeddings",
     "message_passing_graph",
+    "normalize_features",
     "pair_keys",
     "random_features",
     "random_pair_negatives",
+    "resolve_mode",
     "target_edges",
     "train_and_evaluate",
+    "uniform_negatives",
     "view_features",
 ]

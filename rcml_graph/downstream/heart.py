@@ -19,7 +19,7 @@ from torch import Tensor
 
 from rcml_graph.evaluation.edges import is_member
 
-__all__ = ["heart_negatives", "random_pair_negatives"]
+__all__ = ["heart_negatives", "random_pair_negatives", "uniform_negatives"]
 
 #: Dense ``(chunk, N)`` candidate tables are kept below this many entries.
 _MAX_DENSE = 1 << 24
@@ -114,3 +114,41 @@ def random_pair_negatives(
         if total >= num_pairs:
             return torch.cat(kept, dim=1)[:, :num_pairs]
     raise ValueError(f"could not draw {num_pairs} non-links among {num_nodes} products; the graph is too dense")
+
+
+def uniform_negatives(
+    sources: Tensor,
+    num_nodes: int,
+    num_negatives: int,
+    true_edge_index: Tensor,
+    generator: torch.Generator,
+    max_rounds: int = 100,
+) -> Tensor:
+    """``K`` uniformly random negative targets per source (OGB ``citation2``-style MRR).
+
+    Args:
+        sources: ``(P,)`` source product of each positive.
+        num_nodes: Number of products ``N``.
+        num_negatives: ``K``.
+        true_edge_index: ``(2, T)`` every true link of the target relation (either direction).
+        generator: Seeds the draws.
+        max_rounds: Rejected draws (self-loops, true links) are redrawn at most this often.
+
+    Returns:
+        ``(P, K)`` targets, never the source and never a true link of it (repeats allowed).
+    """
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be positive; got {num_negatives}")
+    sources = sources.long()
+    true_edge_index = true_edge_index.long()
+    true_keys = torch.unique(torch.cat([true_edge_index[0] * num_nodes + true_edge_index[1],
+                                        true_edge_index[1] * num_nodes + true_edge_index[0]]))
+    source_grid = sources[:, None].expand(-1, num_negatives)
+    targets = torch.randint(0, num_nodes, source_grid.shape, generator=generator)
+    for _ in range(max_rounds):
+        bad = (targets == source_grid) | is_member(source_grid * num_nodes + targets, true_keys)
+        if not bool(bad.any()):
+            return targets
+        targets[bad] = torch.randint(0, num_nodes, (int(bad.sum()),), generator=generator)
+    raise ValueError(f"could not draw {num_negatives} non-links per source among {num_nodes} products; "
+                     "the graph is too dense for uniform negatives")

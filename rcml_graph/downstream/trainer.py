@@ -1,11 +1,21 @@
-"""Full-batch training and evaluation of a link predictor on one relation kind.
+"""Training and evaluation of a link predictor on one relation kind, full-batch or mini-batch.
 
 Training: BCE on the target kind's leakage-free training edges against as many random
-negatives (``torch_geometric.utils.negative_sampling``), message passing over every relation
-kind's training edges (:func:`~rcml_graph.downstream.splits.message_passing_graph`). The
-epoch with the best validation MRR is kept. Test: OGB MRR of each positive against ``K``
-HeaRT-style negatives (:func:`~rcml_graph.downstream.heart.heart_negatives`) and OGB Hits@K
-against one shared set of random non-links.
+negatives, message passing over every relation kind's training edges
+(:func:`~rcml_graph.downstream.splits.message_passing_graph`). Full-batch where the graph fits
+(``max_full_batch_nodes``); otherwise mini-batches of training edges whose endpoints' k-hop
+neighbourhoods come from :class:`~rcml_graph.downstream.neighbors.NeighborSampler`. Node
+features are z-scored per column first (:func:`~rcml_graph.downstream.features.normalize_features`).
+
+Evaluation, three protocols (``metrics[protocol]``):
+
+* ``heart``: OGB MRR of each positive against ``K`` HeaRT-style hard negatives
+  (:func:`~rcml_graph.downstream.heart.heart_negatives`);
+* ``uniform``: OGB MRR against ``K`` uniformly random negatives of the same source
+  (:func:`~rcml_graph.downstream.heart.uniform_negatives`, the ``ogbl-citation2`` protocol);
+* ``random``: OGB Hits@K against one shared set of random non-links.
+
+The epoch with the best validation MRR of ``selection`` (``uniform`` by default) is kept.
 """
 
 from __future__ import annotations
@@ -20,17 +30,23 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import negative_sampling
 
-from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives
-from rcml_graph.downstream.models import LinkPredictor
+from rcml_graph.downstream.features import FEATURE_NORMS, normalize_features
+from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, uniform_negatives
+from rcml_graph.downstream.models import RELATION_AGGRS, LinkPredictor
+from rcml_graph.downstream.neighbors import NeighborSampler
 from rcml_graph.downstream.splits import message_passing_graph, target_edges
 from rcml_graph.eval.ogb_eval import link_hits, link_mrr
 from rcml_graph.eval.results import ResultRow
 from rcml_graph.relations import PRODUCT, check_kind, edge_type
 
-__all__ = ["LINKPRED_TASK", "EvaluationSet", "LinkPredOutcome", "LinkPredSettings", "build_evaluation_set", "linkpred_rows",
-           "train_and_evaluate"]
+__all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "EvaluationSet", "LinkPredOutcome", "LinkPredSettings",
+           "build_evaluation_set", "linkpred_rows", "resolve_mode", "train_and_evaluate"]
 
 LINKPRED_TASK = "linkpred"
+#: Accepted ``mode`` values: ``auto`` is mini-batch above ``max_full_batch_nodes``.
+LINKPRED_MODES: tuple[str, ...] = ("auto", "full", "minibatch")
+#: Protocols whose validation MRR can select the epoch.
+SELECTIONS: tuple[str, ...] = ("uniform", "heart")
 
 
 @dataclass(frozen=True)
@@ -53,12 +69,39 @@ class LinkPredSettings:
     max_val_queries: int | None = 500
     max_full_batch_nodes: int = 200_000
     device: str = "cpu"
+    #: ``standard`` (per-column z-scores) or ``none``.
+    feature_norm: str = "standard"
+    #: Validation protocol that picks the epoch: ``uniform`` or ``heart``.
+    selection: str = "uniform"
+    #: ``auto``, ``full`` or ``minibatch``.
+    mode: str = "auto"
+    #: Training positives per mini-batch (and 4x as many nodes per inference batch).
+    batch_size: int = 1024
+    #: Mini-batch fan-out per hop (``-1``: every neighbour); as many hops as GNN layers.
+    num_neighbors: tuple[int, ...] = (10, 10)
+    #: ``to_hetero`` combination of the relation types' messages: ``mean`` or ``sum``.
+    relation_aggr: str = "mean"
 
     def __post_init__(self) -> None:
         check_kind(self.target_kind)
-        for name in ("epochs", "eval_every", "num_negatives", "hits_negatives", "hidden_channels"):
+        for name in ("epochs", "eval_every", "num_negatives", "hits_negatives", "hidden_channels", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        for name, accepted in (("feature_norm", FEATURE_NORMS), ("selection", SELECTIONS),
+                               ("mode", LINKPRED_MODES), ("relation_aggr", RELATION_AGGRS)):
+            if getattr(self, name) not in accepted:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; accepted: {', '.join(accepted)}")
+        if len(self.num_neighbors) != self.num_layers:
+            raise ValueError(f"num_neighbors needs one fan-out per layer ({self.num_layers}); got {list(self.num_neighbors)}")
+
+
+def resolve_mode(mode: str, num_nodes: int, max_full_batch_nodes: int) -> str:
+    """``full`` or ``minibatch``: ``auto`` goes mini-batch above ``max_full_batch_nodes`` products."""
+    if mode not in LINKPRED_MODES:
+        raise ValueError(f"unknown mode {mode!r}; accepted: {', '.join(LINKPRED_MODES)}")
+    if mode == "auto":
+        return "minibatch" if num_nodes > max_full_batch_nodes else "full"
+    return mode
 
 
 @dataclass(frozen=True)
@@ -69,11 +112,13 @@ class EvaluationSet:
         positives: ``(2, P)`` held-out edges of the target kind.
         hard_negatives: ``(P, K)`` HeaRT-style negative targets of each positive's source.
         random_negatives: ``(2, M)`` shared random non-links (for Hits@K).
+        uniform_negatives: ``(P, K)`` uniformly random negative targets of each positive's source.
     """
 
     positives: Tensor
     hard_negatives: Tensor
     random_negatives: Tensor
+    uniform_negatives: Tensor
 
 
 def build_evaluation_set(data: HeteroData, split: str, settings: LinkPredSettings, seed: int,
@@ -94,19 +139,42 @@ def build_evaluation_set(data: HeteroData, split: str, settings: LinkPredSetting
     hard = heart_negatives(positives[0], message_edge_index, true_links, data[PRODUCT].category_id,
                            settings.num_negatives, generator)
     shared = random_pair_negatives(int(data[PRODUCT].num_nodes), settings.hits_negatives, true_links, generator)
-    return EvaluationSet(positives, hard, shared)
+    uniform = uniform_negatives(positives[0], int(data[PRODUCT].num_nodes), settings.num_negatives, true_links,
+                                generator)
+    return EvaluationSet(positives, hard, shared, uniform)
 
 
 @torch.no_grad()
-def _score(model: LinkPredictor, graph: HeteroData, evaluation: EvaluationSet) -> tuple[Tensor, Tensor, Tensor]:
+def _embed(model: LinkPredictor, graph: HeteroData, sampler: NeighborSampler | None, batch_size: int,
+           seed: int) -> Tensor:
+    """``(N, H)`` embeddings of every product: one pass, or sampled subgraphs of node batches."""
     model.eval()
-    h = model.encode(graph)
-    pos = model.decoder(h, evaluation.positives)
-    sources = evaluation.positives[0][:, None].expand_as(evaluation.hard_negatives)
-    hard_pairs = torch.stack([sources.reshape(-1), evaluation.hard_negatives.reshape(-1)])
-    hard = model.decoder(h, hard_pairs).view_as(evaluation.hard_negatives)
-    shared = model.decoder(h, evaluation.random_negatives)
-    return pos.cpu(), hard.cpu(), shared.cpu()
+    if sampler is None:
+        return model.encode(graph)
+    device = graph[PRODUCT].x.device
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    for nodes in torch.arange(sampler.num_nodes).split(batch_size):
+        sub = sampler.sample(nodes, generator).to(device)
+        parts.append(model.encode(sub)[: nodes.numel()])
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def _protocol_scores(model: LinkPredictor, h: Tensor, evaluation: EvaluationSet,
+                     with_shared: bool = True) -> dict[str, Tensor]:
+    """Decoder scores of the positives and of each protocol's negatives (on CPU)."""
+    device = h.device
+    positives = evaluation.positives.to(device)
+    scores = {"pos": model.decoder(h, positives)}
+    for name, targets in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives)):
+        targets = targets.to(device)
+        sources = positives[0][:, None].expand_as(targets)
+        pairs = torch.stack([sources.reshape(-1), targets.reshape(-1)])
+        scores[name] = model.decoder(h, pairs).view_as(targets)
+    if with_shared:
+        scores["shared"] = model.decoder(h, evaluation.random_negatives.to(device))
+    return {name: value.cpu() for name, value in scores.items()}
 
 
 @dataclass
@@ -141,66 +209,99 @@ def train_and_evaluate(
         log: Called with a progress line at each validation.
 
     Returns:
-        :class:`LinkPredOutcome` with ``metrics["heart"]`` (``mrr``, ``hits@1/3/10``) and
-        ``metrics["random"]`` (``hits@K``).
+        :class:`LinkPredOutcome` with ``metrics["heart"]`` and ``metrics["uniform"]`` (``mrr``,
+        ``hits@1/3/10``, ``n``) and ``metrics["random"]`` (``hits@K``, ``n``).
     """
     num_nodes = int(data[PRODUCT].num_nodes)
-    if num_nodes > settings.max_full_batch_nodes:
-        raise ValueError(
-            f"the graph has {num_nodes} products, above linkpred.max_full_batch_nodes="
-            f"{settings.max_full_batch_nodes}; mini-batch link prediction is not implemented "
-            "(raise the limit if the graph fits in memory)")
+    mode = resolve_mode(settings.mode, num_nodes, settings.max_full_batch_nodes)
     device = torch.device(settings.device)
-    graph = message_passing_graph(data, x.float()).to(device)
-    message_edges = torch.cat([s.edge_index for s in graph.edge_stores], dim=1).cpu()
+    graph = message_passing_graph(data, normalize_features(x, settings.feature_norm))
+    message_edges = torch.cat([s.edge_index for s in graph.edge_stores], dim=1)
     if evaluation is None:
         evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
                       for split in ("val", "test")}
-    train_pos = target_edges(data, settings.target_kind, "train").to(device)
+    train_pos = target_edges(data, settings.target_kind, "train")
     if train_pos.size(1) == 0:
         raise ValueError(f"no training edges of kind {settings.target_kind!r}")
-    train_both = torch.cat([train_pos, train_pos.flip(0)], dim=1)
+    sampler = None
+    if mode == "minibatch":
+        sampler = NeighborSampler(graph, settings.num_neighbors if model_name == "sage" else ())
+    else:
+        graph = graph.to(device)
 
     torch.manual_seed(seed)
     model = LinkPredictor(x.size(1), graph.metadata(), model_name, settings.hidden_channels,
-                          settings.num_layers, settings.decoder, settings.dropout).to(device)
+                          settings.num_layers, settings.decoder, settings.dropout, settings.relation_aggr).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
     best_state, best_mrr, best_epoch = copy.deepcopy(model.state_dict()), float("-inf"), 0
     history = []
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        optimizer.zero_grad()
-        h = model.encode(graph)
-        negatives = negative_sampling(train_both, num_nodes=num_nodes, num_neg_samples=train_pos.size(1))
-        pos_logit = model.decoder(h, train_pos)
-        neg_logit = model.decoder(h, negatives)
-        loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
-            F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
-        loss.backward()
-        optimizer.step()
+        if sampler is None:
+            loss = _full_batch_step(model, optimizer, graph, train_pos.to(device), num_nodes)
+        else:
+            loss = _minibatch_epoch(model, optimizer, sampler, train_pos, settings.batch_size, generator, device)
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
-            pos, hard, _ = _score(model, graph, _to(evaluation["val"], device))
-            val_mrr = link_mrr(pos, hard)["mrr"]
-            history.append((epoch, loss.item(), val_mrr))
+            h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
+            scores = _protocol_scores(model, h, evaluation["val"], with_shared=False)
+            val_mrr = link_mrr(scores["pos"], scores[settings.selection])["mrr"]
+            history.append((epoch, loss, val_mrr))
             if log is not None:
-                log(f"epoch {epoch}: loss {loss.item():.4f} val mrr {val_mrr:.4f}")
+                log(f"epoch {epoch}: loss {loss:.4f} val {settings.selection} mrr {val_mrr:.4f}")
             if val_mrr > best_mrr:
                 best_state, best_mrr, best_epoch = copy.deepcopy(model.state_dict()), val_mrr, epoch
     model.load_state_dict(best_state)
-    pos, hard, shared = _score(model, graph, _to(evaluation["test"], device))
-    heart = link_mrr(pos, hard)
-    random = link_hits(pos, shared, settings.hits_ks)
-    return LinkPredOutcome({"heart": heart, "random": random}, best_epoch, best_mrr, history)
+    h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
+    scores = _protocol_scores(model, h, evaluation["test"])
+    metrics = {"heart": link_mrr(scores["pos"], scores["heart"]),
+               "uniform": link_mrr(scores["pos"], scores["uniform"]),
+               "random": link_hits(scores["pos"], scores["shared"], settings.hits_ks)}
+    return LinkPredOutcome(metrics, best_epoch, best_mrr, history)
 
 
-def _to(evaluation: EvaluationSet, device: torch.device) -> EvaluationSet:
-    return EvaluationSet(*(t.to(device) for t in (evaluation.positives, evaluation.hard_negatives,
-                                                   evaluation.random_negatives)))
+def _pair_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:
+    return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
+        F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+
+
+def _full_batch_step(model: LinkPredictor, optimizer: torch.optim.Optimizer, graph: HeteroData, train_pos: Tensor,
+                     num_nodes: int) -> float:
+    optimizer.zero_grad()
+    h = model.encode(graph)
+    train_both = torch.cat([train_pos, train_pos.flip(0)], dim=1)
+    negatives = negative_sampling(train_both, num_nodes=num_nodes, num_neg_samples=train_pos.size(1))
+    loss = _pair_loss(model.decoder(h, train_pos), model.decoder(h, negatives))
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _minibatch_epoch(model: LinkPredictor, optimizer: torch.optim.Optimizer, sampler: NeighborSampler,
+                     train_pos: Tensor, batch_size: int, generator: torch.Generator, device: torch.device) -> float:
+    """One pass over the training positives; returns the mean batch loss.
+
+    Each batch pairs its positives with as many uniformly random pairs as negatives, samples
+    the k-hop neighbourhood of every endpoint and scores the pairs on that subgraph.
+    """
+    losses = []
+    for batch in torch.randperm(train_pos.size(1), generator=generator).split(batch_size):
+        pairs = torch.cat([train_pos[:, batch], torch.randint(0, sampler.num_nodes, (2, batch.numel()),
+                                                              generator=generator)], dim=1)
+        seeds, local = pairs.reshape(-1).unique(return_inverse=True)
+        sub = sampler.sample(seeds, generator).to(device)
+        optimizer.zero_grad()
+        logits = model.decoder(model.encode(sub), local.view(2, -1).to(device))  # seeds lead the subgraph
+        loss = _pair_loss(logits[: batch.numel()], logits[batch.numel():])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
 
 
 def linkpred_rows(outcome: LinkPredOutcome, method: str, model_name: str, seed: int,
                   target_kind: str) -> list[ResultRow]:
-    """Long-form result rows: ``mrr``/``hits@1/3/10`` (protocol ``heart``), ``hits@K`` (``random``)."""
+    """Long-form result rows: ``mrr``/``hits@1/3/10`` (protocols ``heart``, ``uniform``), ``hits@K`` (``random``)."""
     rows = []
     for protocol, metrics in outcome.metrics.items():
         n = int(metrics["n"])

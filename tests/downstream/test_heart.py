@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from rcml_graph.downstream import heart_negatives, message_passing_graph, random_pair_negatives, target_edges
+from rcml_graph.downstream import (
+    heart_negatives,
+    message_passing_graph,
+    random_pair_negatives,
+    target_edges,
+    uniform_negatives,
+)
 from rcml_graph.relations import edge_type
 from tests.evaluation.fakes import tiny_graph
 
@@ -68,3 +74,20 @@ def test_random_pair_negatives_avoid_links_and_self_loops() -> None:
     assert keys.isdisjoint({(0, 1), (1, 2), (2, 3)})
     # 10 unordered pairs minus 3 links: all 7 show up in 200 draws.
     assert len(keys) == 7
+
+
+def test_uniform_negatives_avoid_the_source_and_its_true_links() -> None:
+    # Product 0 is linked to 1 and 2 (in either direction); 4 products in all.
+    true = torch.tensor([[0, 2], [1, 0]])
+    negatives = uniform_negatives(torch.tensor([0, 3]), 4, 50, true, torch.Generator().manual_seed(0))
+    assert negatives.shape == (2, 50)
+    assert set(negatives[0].tolist()) == {3}  # the only admissible target of 0
+    assert set(negatives[1].tolist()) == {0, 1, 2}  # anything but 3 itself
+    again = uniform_negatives(torch.tensor([0, 3]), 4, 50, true, torch.Generator().manual_seed(0))
+    assert torch.equal(negatives, again)
+
+
+def test_uniform_negatives_refuse_a_source_linked_to_everything() -> None:
+    true = torch.tensor([[0, 0], [1, 2]])
+    with pytest.raises(ValueError, match="could not draw 5 non-links per source among 3 products"):
+        uniform_negatives(torch.tensor([0]), 3, 5, true, torch.Generator().manual_seed(0), max_rounds=5)
