@@ -170,6 +170,9 @@ class TrainConfig:
     hard_negatives: int = 4
     #: In-batch products per pair embedded under the pair's relation (conditioned heads only).
     random_negatives: int = 16
+    #: Auxiliary loss on a conditioned head's relation-free views, every in-batch candidate
+    #: a negative (0 turns it off; global-only variants ignore it).
+    w_global: float = 1.0
     #: ``frozen`` (reads the token cache) or ``finetune`` (backbone end to end).
     backbone: str = "frozen"
     trainable_last_blocks: int = 1

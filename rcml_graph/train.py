@@ -206,6 +206,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         min_lr_ratio=t.min_lr_ratio, grad_clip=t.grad_clip, patience=t.patience, monitor=t.monitor,
         max_steps=t.max_steps, stop_after_epoch=t.stop_after_epoch,
         graph_false_negatives=t.graph_false_negatives, random_negatives=t.random_negatives,
+        w_global=t.w_global,
         validate_before=t.validate_before,
         amp_dtype=t.amp_dtype, show_progress=t.show_progress and cfg.show_progress,
         tensorboard=t.tensorboard, log_every=t.log_every,

@@ -62,6 +62,9 @@ class PairEmbeddings:
             under the pair's own relation (None when no ``negative_index`` was given).
         neg_image_valid: ``(P, M)`` bool image validity of the negatives.
         neg_valid: ``(P, M)`` bool, False for padding columns (``negative_index == -1``).
+        global_src_image, global_src_text, global_dst_image, global_dst_text: ``(P, out_dim)``
+            relation-free views (the ``beta = 1`` path through the same projections), when
+            ``with_global`` was asked for; None otherwise.
     """
 
     src_image: Tensor
@@ -75,6 +78,10 @@ class PairEmbeddings:
     neg_text: Tensor | None = None
     neg_image_valid: Tensor | None = None
     neg_valid: Tensor | None = None
+    global_src_image: Tensor | None = None
+    global_src_text: Tensor | None = None
+    global_dst_image: Tensor | None = None
+    global_dst_text: Tensor | None = None
 
 
 class RCMLHead(nn.Module):
@@ -278,6 +285,7 @@ class RCMLHead(nn.Module):
         relation_index: Tensor,
         description_table: Tensor | None = None,
         negative_index: Tensor | None = None,
+        with_global: bool = False,
     ) -> PairEmbeddings:
         if not (src_index.shape == dst_index.shape == relation_index.shape) or src_index.dim() != 1:
             raise ValueError(
@@ -310,6 +318,13 @@ class RCMLHead(nn.Module):
             dst_image_valid=views.image_valid[num_pairs : 2 * num_pairs],
             logit_scale=self.logit_scale(),
         )
+        if with_global:
+            has_image = products.has_image.to(torch.bool)
+            image = F.normalize(self.image_projection(products.image_global), dim=-1)  # (N, E)
+            text = F.normalize(self.text_projection(products.text_global), dim=-1)  # (N, E)
+            image = torch.where(has_image[:, None], image, text)
+            out.global_src_image, out.global_src_text = image[src_index], text[src_index]
+            out.global_dst_image, out.global_dst_text = image[dst_index], text[dst_index]
         if negative_index is not None and neg_valid is not None:
             shape = (*negative_index.shape, -1)
             out.neg_image = views.image[2 * num_pairs :].reshape(shape)  # (P, M, E)

@@ -75,6 +75,7 @@ class FitOptions:
         graph_false_negatives: mask the sampler's graph false negatives in the loss.
         random_negatives: in-batch products per pair embedded under the pair's relation as
             extra negatives (relation-conditioned heads; see :func:`pair_loss`).
+        w_global: weight of the auxiliary relation-free loss of conditioned heads.
         validate_before: score the untrained model first (``init/...`` metrics).
         amp_dtype: autocast dtype on CUDA (``bfloat16``) or None for fp32.
         show_progress: tqdm bar with loss and pairs/s.
@@ -94,6 +95,7 @@ class FitOptions:
     stop_after_epoch: int | None = None
     graph_false_negatives: bool = True
     random_negatives: int = 0
+    w_global: float = 0.0
     validate_before: bool = True
     amp_dtype: str | None = None
     show_progress: bool = True
@@ -257,7 +259,8 @@ def fit(
                     loss, terms, _ = pair_loss(model, loss_fn, batch, source, step_table,
                                                num_relations, device, options.graph_false_negatives,
                                                shard, conditioned=not head.global_only,
-                                               random_negatives=options.random_negatives)
+                                               random_negatives=options.random_negatives,
+                                               w_global=options.w_global)
                 if not torch.isfinite(loss):
                     last = ckpt_dir / LAST
                     kept_msg = f"the last good checkpoint {last} is kept" if last.is_file() else \

@@ -51,6 +51,7 @@ def pair_loss(
     *,
     conditioned: bool = False,
     random_negatives: int = 0,
+    w_global: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor], int]:
     """The loss of ``batch`` (or of its pairs ``pairs``, this rank's shard under DDP).
 
@@ -67,6 +68,12 @@ def pair_loss(
     product identically under every relation, so it keeps every in-batch candidate and gets the
     same hard negatives (its random draws would repeat in-batch candidates and are skipped).
 
+    ``w_global`` (conditioned heads): add ``w_global`` times the same loss on the head's
+    relation-free views (``beta = 1`` through the same projections) with every in-batch
+    candidate, the unconditioned model's objective. The relation-conditioned term sees only the
+    candidates embedded under each pair's relation (a few dozen); this auxiliary term trains the
+    shared projections with the whole batch as negatives.
+
     Returns:
         ``(loss, terms, number of pairs)``.
     """
@@ -75,9 +82,10 @@ def pair_loss(
     features = source.product_features(batch.products, device=device)
     # Random in-batch draws would only repeat a global-only head's in-batch candidates.
     negatives = explicit_negatives(batch, random_negatives if conditioned else 0, pairs)
+    with_global = conditioned and w_global > 0
     out = model(features, batch.src_local[select].to(device), batch.dst_local[select].to(device),
                 desc.to(device), description_table,
-                None if negatives is None else negatives.to(device))
+                None if negatives is None else negatives.to(device), with_global)
     fn_mask = None
     if graph_false_negatives:
         fn_mask = false_negative_mask(batch)[select, select].to(device)  # (P, P)
@@ -89,4 +97,14 @@ def pair_loss(
         neg_image=out.neg_image, neg_text=out.neg_text,
         neg_image_valid=out.neg_image_valid, neg_valid=out.neg_valid,
     )
+    if with_global:
+        assert out.global_src_image is not None and out.global_src_text is not None
+        assert out.global_dst_image is not None and out.global_dst_text is not None
+        global_loss, _ = loss_fn(
+            out.global_src_image, out.global_src_text, out.global_dst_image, out.global_dst_text,
+            out.logit_scale, view_keys(src, desc, num_relations).to(device),
+            view_keys(dst, desc, num_relations).to(device), out.src_image_valid, out.dst_image_valid, fn_mask,
+        )
+        loss = loss + w_global * global_loss
+        terms["global"] = global_loss.detach()
     return loss, terms, src.numel()

@@ -249,3 +249,16 @@ def test_zero_init_attention_starts_as_the_unconditioned_head() -> None:
     loss = out.src_text.sum() + out.src_image.sum()
     loss.backward()
     assert conditioned.text_attention.out_proj.weight.grad.abs().sum() > 0
+
+
+def test_with_global_gives_the_relation_free_views_of_the_same_projections() -> None:
+    head = _head()
+    products, table = _products(), _descriptions()
+    src, dst, rel = torch.tensor([0, 2]), torch.tensor([3, 1]), torch.tensor([1, 2])
+    out = head(products, src, dst, rel, table, with_global=True)
+    text = F.normalize(head.text_projection(products.text_global), dim=-1)
+    image = F.normalize(head.image_projection(products.image_global), dim=-1)
+    torch.testing.assert_close(out.global_src_text, text[src])
+    torch.testing.assert_close(out.global_dst_image, image[dst])
+    torch.testing.assert_close(out.global_src_image[1], text[2])  # product 2 has no image
+    assert head(products, src, dst, rel, table).global_src_text is None
