@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _JSON_ERRORS = (ValueError,)
 
 RELEASES = ("2014", "2018", "2023")
+# ``map(isinstance, values, _STR)`` checks a whole list in C, without a Python-level loop.
+_STR = repeat(str)
 
 
 @dataclass
@@ -71,6 +74,8 @@ def _as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)):
+        if all(map(isinstance, value, _STR)):
+            return " ".join(filter(None, value))
         return " ".join(_as_text(v) for v in value if v)
     return str(value)
 
@@ -81,6 +86,8 @@ def _as_str_list(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value] if value else []
     if isinstance(value, (list, tuple)):
+        if all(map(isinstance, value, _STR)):
+            return list(filter(None, value))
         return [v for v in value if isinstance(v, str) and v]
     return []
 
@@ -88,9 +95,15 @@ def _as_str_list(value: Any) -> list[str]:
 def _relations(obj: dict[str, Any]) -> dict[str, list[str]]:
     relations: dict[str, list[str]] = {}
     for raw_name, kind in RAW_RELATION_FIELDS.items():
-        targets = _as_str_list(obj.get(raw_name))
+        value = obj.get(raw_name)
+        if not value:
+            continue
+        targets = _as_str_list(value)
         if targets:
-            relations.setdefault(kind, []).extend(targets)
+            if kind in relations:
+                relations[kind].extend(targets)
+            else:
+                relations[kind] = targets
     return relations
 
 

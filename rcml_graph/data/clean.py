@@ -8,14 +8,20 @@ import unicodedata
 
 # An HTML tag, closed or (as in the real 2018 dumps' '<span class="a-size-medium ...') cut off.
 _TAG = re.compile(r"<[^<>]*(?:>|$)")
-_WHITESPACE = re.compile(r"\s+")
 _CONTROL = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n\r")
+_FIRST_SENTENCE = re.compile(r"(.+?[.!?])(\s|$)")
 
 
 def normalise_text(text: str) -> str:
     """NFKC unicode, no control characters, single spaces."""
-    text = unicodedata.normalize("NFKC", text).translate(_CONTROL)
-    return _WHITESPACE.sub(" ", text).strip()
+    # NFKC leaves ASCII unchanged, and printable ASCII has no control characters: most
+    # strings of a dump skip both. ``str.split()`` splits on exactly the characters that
+    # ``\s`` matches (both use ``str.isspace``), so the join collapses whitespace like a regex.
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    if not text.isprintable():
+        text = text.translate(_CONTROL)
+    return " ".join(text.split())
 
 
 def strip_html(text: str) -> tuple[str, bool]:
@@ -31,13 +37,15 @@ def strip_html(text: str) -> tuple[str, bool]:
 
 def clean_text(text: str) -> tuple[str, bool]:
     """Strip HTML and normalise; return the clean text and whether HTML was removed."""
+    if not text:
+        return "", False
     stripped, had_html = strip_html(text)
     return normalise_text(stripped), had_html
 
 
 def first_sentence(text: str, max_chars: int = 120) -> str:
     """A short title-like prefix of a description."""
-    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    match = _FIRST_SENTENCE.match(text)
     sentence = match.group(1) if match else text
     if len(sentence) > max_chars:
         sentence = sentence[:max_chars].rsplit(" ", 1)[0]

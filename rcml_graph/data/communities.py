@@ -10,14 +10,20 @@ distinctive category/title terms by TF-IDF over communities.
 from __future__ import annotations
 
 import re
+from array import array
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import count
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfTransformer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfTransformer
 
 _WORD = re.compile(r"[a-z][a-z]+")
+_MAX_TERMS = 200_000
+_MAX_CACHED_FIELDS = 1 << 16
 
 
 def _stem(word: str) -> str:
@@ -77,44 +83,117 @@ def louvain_labels(adj: sp.csr_matrix, seed: int, resolution: float) -> np.ndarr
     return label
 
 
+class _RowSorter:
+    """Sorts the values of every CSR row in place, all rows at once.
+
+    Rows are grouped by degree into power-of-two widths; each group is one padded
+    ``(rows, width)`` int32 matrix sorted along its rows. That replaces a sort of
+    ``row * N + value`` int64 keys over all entries, several times slower.
+    """
+
+    _PAD = np.iinfo(np.int32).max
+
+    def __init__(self, indptr: np.ndarray) -> None:
+        degree = np.diff(indptr)
+        exponent = np.zeros(degree.size, dtype=np.int64)  # rows of 0 or 1 entries: sorted
+        multi = degree > 1
+        exponent[multi] = np.ceil(np.log2(degree[multi]))
+        self.groups: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
+        for e in np.flatnonzero(np.bincount(exponent[multi])).tolist():
+            w = 1 << e
+            rows = np.flatnonzero(exponent == e)
+            valid = np.arange(w) < degree[rows][:, None]  # (rows, w)
+            entry = (indptr[rows][:, None] + np.arange(w))[valid]  # row-major = CSR order
+            self.groups.append((valid, entry, (rows.size, w)))
+
+    def sort(self, values: np.ndarray) -> None:
+        for valid, entry, shape in self.groups:
+            padded = np.full(shape, self._PAD, dtype=np.int32)
+            padded[valid] = values[entry]
+            padded.sort(axis=1)
+            values[entry] = padded[valid]
+
+
 def label_propagation_labels(adj: sp.csr_matrix, seed: int, iterations: int = 10) -> np.ndarray:
-    """Synchronous label propagation with seeded random tie-breaking, fully vectorised."""
+    """Synchronous label propagation with seeded random tie-breaking, fully vectorised.
+
+    Each round every node takes the label of the largest total edge weight among its
+    neighbours; a seeded jitter below 1e-3 per (node, label) breaks ties. The (node, label)
+    groups are runs in each CSR row after its labels are sorted (:class:`_RowSorter`).
+    Integer weights (edge multiplicities, as :func:`_symmetric_adjacency` gives) are expanded
+    into repeated entries, so a group's score is its run length.
+    """
     num_nodes = adj.shape[0]
+    if num_nodes >= np.iinfo(np.int32).max:
+        raise ValueError(f"label propagation takes fewer than 2**31 - 1 nodes, not {num_nodes}")
+    weights = adj.data.astype(np.float64)
+    if not np.all((weights >= 1) & (weights == np.round(weights)) & (weights < 2**31)):
+        raise ValueError(
+            "label propagation takes integer edge multiplicities >= 1 as weights; got values "
+            f"in [{weights.min()}, {weights.max()}]"
+        )
     rng = np.random.default_rng(seed)
-    label = np.arange(num_nodes, dtype=np.int64)
-    coo = adj.tocoo()
-    rows, cols, weights = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+    degree = np.diff(adj.indptr)
+    multiplicity = weights.astype(np.int64)
+    cols = np.repeat(adj.indices.astype(np.int32), multiplicity)
+    entries_before = np.zeros(multiplicity.size + 1, dtype=np.int64)
+    np.cumsum(multiplicity, out=entries_before[1:])
+    indptr = entries_before[adj.indptr]
+    num_entries = cols.size
+    if num_entries == 0:
+        return np.full(num_nodes, -1, dtype=np.int64)
+    rows = np.repeat(np.arange(num_nodes, dtype=np.int32), np.diff(indptr))
+    row_start = np.zeros(num_entries + 1, dtype=bool)
+    row_start[indptr[:-1][degree > 0]] = True
+    row_start[num_entries] = True
+    sorter = _RowSorter(indptr)
+    has_neighbours = np.flatnonzero(degree > 0)
+    label = np.arange(num_nodes, dtype=np.int32)
+    change = np.empty(num_entries + 1, dtype=bool)
     for _ in range(iterations):
-        key = rows * num_nodes + label[cols]
-        unique_key, inverse = np.unique(key, return_inverse=True)
-        score = np.bincount(inverse, weights=weights)
-        # Random tie-break: a tiny seeded jitter per (node, label).
-        score = score + rng.random(score.size) * 1e-3
-        node = unique_key // num_nodes
-        order = np.lexsort((-score, node))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = node[order][1:] != node[order][:-1]
-        best = order[first]
+        neighbour_label = label[cols]  # (E,) int32
+        sorter.sort(neighbour_label)
+        # Runs of one label inside one row: the (node, label) groups, in (node, label) order.
+        np.not_equal(neighbour_label[1:], neighbour_label[:-1], out=change[1:num_entries])
+        change[0] = True
+        change[1:num_entries] |= row_start[1:num_entries]
+        change[num_entries] = True
+        bounds = np.flatnonzero(change)
+        starts = bounds[:-1]
+        score = (bounds[1:] - starts).astype(np.float64)
+        # Random tie-break: a tiny seeded jitter per (node, label), in (node, label) order.
+        score += rng.random(score.size) * 1e-3
+        # Every node with neighbours owns one segment of groups; keep its first best group.
+        group_bounds = np.flatnonzero(row_start[bounds])
+        lengths = group_bounds[1:] - group_bounds[:-1]
+        best_score = np.repeat(np.maximum.reduceat(score, group_bounds[:-1]), lengths)
+        candidate = np.flatnonzero(score == best_score)
+        node = rows[starts[candidate]]
+        first = np.empty(candidate.size, dtype=bool)
+        first[0] = True
+        np.not_equal(node[1:], node[:-1], out=first[1:])
         new_label = label.copy()
-        new_label[node[best]] = unique_key[best] % num_nodes
+        new_label[has_neighbours] = neighbour_label[starts[candidate[first]]]
         if np.array_equal(new_label, label):
             break
         label = new_label
-    degree = np.diff(adj.indptr)
-    label[degree == 0] = -1
-    _, compact = np.unique(label[label >= 0], return_inverse=True)
     out = np.full(num_nodes, -1, dtype=np.int64)
-    out[label >= 0] = compact
+    # Compact numbering in order of the surviving label values (isolated nodes: -1).
+    surviving = label[has_neighbours].astype(np.int64)
+    present = np.bincount(surviving, minlength=num_nodes) > 0
+    out[has_neighbours] = (np.cumsum(present) - 1)[surviving]
     return out
 
 
 def _renumber_by_size(label: np.ndarray, min_size: int) -> np.ndarray:
+    """Number communities of at least ``min_size`` members by size (ties: smaller old id
+    first); the others get -1."""
     valid = label >= 0
-    ids, counts = np.unique(label[valid], return_counts=True)
-    keep = counts >= min_size
-    order = np.lexsort((ids[keep], -counts[keep]))
-    new_id = np.full(int(label.max(initial=-1)) + 1, -1, dtype=np.int64)
-    new_id[ids[keep][order]] = np.arange(order.size)
+    counts = np.bincount(label[valid], minlength=int(label.max(initial=-1)) + 1)
+    ids = np.flatnonzero(counts >= max(min_size, 1))
+    order = np.lexsort((ids, -counts[ids]))
+    new_id = np.full(counts.size, -1, dtype=np.int64)
+    new_id[ids[order]] = np.arange(order.size)
     out = np.full(label.shape, -1, dtype=np.int64)
     out[valid] = new_id[label[valid]]
     return out
@@ -128,16 +207,64 @@ class TermMatrix:
     vocabulary: np.ndarray
 
 
-def term_matrix(documents: list[str]) -> TermMatrix:
-    """Count the naming terms of every document once (shared by every community family)."""
-    vectorizer = CountVectorizer(
-        analyzer=segment_ngrams, min_df=2, max_features=200_000, binary=True, dtype=np.float32
+def term_matrix(documents: Sequence[str | Sequence[str]]) -> TermMatrix:
+    """Count the naming terms of every document once (shared by every community family).
+
+    A document is a string whose lines are separate fields, or a sequence of fields. Terms are
+    :func:`segment_ngrams`; kept are those in at least two documents, at most the 200,000 most
+    frequent, numbered alphabetically: the matrix scikit-learn's ``CountVectorizer(analyzer=
+    segment_ngrams, min_df=2, max_features=200_000, binary=True)`` gives, entry order included,
+    without its per-term Python loop. The terms of a field are computed once per distinct
+    field (category names repeat across many products).
+    """
+    first_seen: defaultdict[str, int] = defaultdict(count().__next__)
+    term_ids = array("q")
+    doc_end = array("q")
+    terms_of_field: dict[str, list[int]] = {}
+    for document in documents:
+        for field in (document,) if isinstance(document, str) else document:
+            ids = terms_of_field.get(field)
+            if ids is None:
+                ids = list(map(first_seen.__getitem__, segment_ngrams(field)))
+                if len(terms_of_field) < _MAX_CACHED_FIELDS:
+                    terms_of_field[field] = ids
+            term_ids.extend(ids)
+        doc_end.append(len(term_ids))
+    num_docs, num_terms = len(doc_end), len(first_seen)
+    empty = TermMatrix(sp.csr_matrix((num_docs, 0), dtype=np.float32), np.array([], dtype=object))
+    if num_terms == 0:
+        return empty
+    indptr = np.zeros(num_docs + 1, dtype=np.int64)
+    indptr[1:] = np.frombuffer(doc_end, dtype=np.int64)
+    # Binary presence: duplicates merged, each row's terms in first-seen order.
+    presence = sp.csr_matrix(
+        (np.ones(len(term_ids), dtype=np.float32), np.frombuffer(term_ids, dtype=np.int64), indptr),
+        shape=(num_docs, num_terms),
     )
-    try:
-        presence = vectorizer.fit_transform(documents).tocsr()
-    except ValueError:  # no term occurs twice
-        return TermMatrix(sp.csr_matrix((len(documents), 0), dtype=np.float32), np.array([], dtype=object))
-    return TermMatrix(presence, vectorizer.get_feature_names_out())
+    presence.sum_duplicates()
+    presence.data.fill(1)
+    document_frequency = np.bincount(presence.indices, minlength=num_terms)
+    frequent = np.flatnonzero(document_frequency >= 2)
+    if frequent.size == 0:
+        return empty
+    term_of_id = np.array(list(first_seen), dtype=object)
+    frequent = frequent[np.argsort(term_of_id[frequent])]  # alphabetical, as sklearn numbers
+    if frequent.size > _MAX_TERMS:
+        # sklearn's choice among equally frequent terms, reproduced exactly.
+        frequency = document_frequency[frequent].astype(np.float32)
+        frequent = frequent[np.sort((-frequency).argsort()[:_MAX_TERMS])]
+    new_id = np.full(num_terms, -1, dtype=np.int64)
+    new_id[frequent] = np.arange(frequent.size)
+    column = new_id[presence.indices]
+    kept = column >= 0
+    kept_before = np.zeros(kept.size + 1, dtype=np.int64)
+    np.cumsum(kept, out=kept_before[1:])
+    out_indptr = kept_before[presence.indptr]
+    matrix = sp.csr_matrix(
+        (presence.data[kept], column[kept].astype(np.int32), out_indptr.astype(np.int32)),
+        shape=(num_docs, frequent.size),
+    )
+    return TermMatrix(matrix, term_of_id[frequent])
 
 
 def name_communities(
@@ -157,23 +284,30 @@ def name_communities(
     # Document frequency per community, not raw counts: one verbose product must not name it.
     community_terms = membership @ terms.presence
     tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(community_terms).tocsr()
+    # Each community's terms by decreasing weight, ties in storage order (a stable sort).
+    entry_community = np.repeat(np.arange(num_communities), np.diff(tfidf.indptr))
+    ranked_terms = tfidf.indices[np.lexsort((-tfidf.data, entry_community))]
+    stems_of: dict[int, frozenset[str]] = {}
     vocabulary = terms.vocabulary
     names, top_terms = [], []
+    bounds = tfidf.indptr.tolist()
     for c in range(num_communities):
-        row = tfidf.getrow(c)
-        order = np.argsort(-row.data, kind="stable")
-        terms: list[str] = []
-        for term in vocabulary[row.indices[order]]:
+        chosen: list[str] = []
+        chosen_stems: set[str] = set()
+        for term_id in ranked_terms[bounds[c] : bounds[c + 1]].tolist():
+            words = stems_of.get(term_id)
+            if words is None:
+                words = stems_of[term_id] = frozenset(_stem(w) for w in vocabulary[term_id].split())
             # Skip a term that repeats a word already in the name, plurals included
             # ("dumbbell" after "dumbbells", "fly" after "fly fishing").
-            words = {_stem(w) for w in term.split()}
-            if any(words & {_stem(w) for w in t.split()} for t in terms):
+            if not words.isdisjoint(chosen_stems):
                 continue
-            terms.append(str(term))
-            if len(terms) == max(num_terms, 5):
+            chosen.append(str(vocabulary[term_id]))
+            chosen_stems |= words
+            if len(chosen) == max(num_terms, 5):
                 break
-        top_terms.append(terms)
-        names.append(" and ".join(terms[:num_terms]) if terms else f"community {c}")
+        top_terms.append(chosen)
+        names.append(" and ".join(chosen[:num_terms]) if chosen else f"community {c}")
     return names, top_terms
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import torch
@@ -16,7 +18,12 @@ from rcml_graph.data.splits import (
     inductive_node_split,
     transductive_edge_split,
 )
-from rcml_graph.data.stats import relation_stats
+from rcml_graph.data.stats import (
+    count_distinct,
+    relation_stats,
+    sorted_unique,
+    sorted_unique_counts,
+)
 from rcml_graph.relations import (
     BRAND,
     BRAND_EDGE,
@@ -55,8 +62,15 @@ class GraphSettings:
             raise ValueError(f"unknown split {self.split!r}; accepted: transductive, inductive")
 
 
-def product_text(title: str, brand: str, category: tuple[str, ...], description: str) -> str:
-    """The text a product is encoded from: title, brand, leaf category, description."""
+def product_text(
+    title: str,
+    brand: str,
+    category: tuple[str, ...],
+    description: str,
+    max_chars: int | None = None,
+) -> str:
+    """The text a product is encoded from: title, brand, leaf category, description (the
+    whole cut to ``max_chars``)."""
     parts = [title]
     if brand:
         parts.append(f"Brand: {brand}.")
@@ -64,14 +78,14 @@ def product_text(title: str, brand: str, category: tuple[str, ...], description:
         parts.append(f"Category: {category[-1]}.")
     if description and description != title:
         parts.append(description)
-    return " ".join(parts)
+    return " ".join(parts)[:max_chars]
 
 
 def _canonical_edges(kind: str, edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     if kind not in SYMMETRIC_KINDS or edge_index.shape[1] == 0:
         return edge_index
     lo, hi = np.minimum(*edge_index), np.maximum(*edge_index)
-    key = np.unique(lo * num_nodes + hi)
+    key = sorted_unique(lo * num_nodes + hi)
     return np.stack([key // num_nodes, key % num_nodes])
 
 
@@ -94,31 +108,42 @@ def _community_report(
     communities: Communities, category_id: np.ndarray, category_names: list[str]
 ) -> dict[str, object]:
     label = communities.label
-    rows = []
-    for c in range(communities.num_communities):
-        members = np.flatnonzero(label == c)
-        cats = category_id[members]
-        cats = cats[cats >= 0]
-        if cats.size:
-            counts = np.bincount(cats)
-            top = int(counts.argmax())
-            purity, top_category = float(counts[top] / members.size), category_names[top]
-        else:
-            purity, top_category = 0.0, ""
-        rows.append(
-            {
-                "id": c,
-                "name": communities.names[c],
-                "size": int(members.size),
-                "category_purity": round(purity, 4),
-                "top_category": top_category,
-                "top_terms": communities.top_terms[c],
-            }
+    num_communities = communities.num_communities
+    sizes = np.bincount(label[label >= 0], minlength=num_communities)
+    # Each community's most frequent category (ties: the smaller category id), from one sort
+    # of (community, category) keys over the members that have a category.
+    member = (label >= 0) & (category_id >= 0)
+    num_categories = max(len(category_names), 1)
+    pair = sorted_unique_counts(label[member] * num_categories + category_id[member])
+    top_category = np.full(num_communities, -1, dtype=np.int64)
+    top_count = np.zeros(num_communities, dtype=np.int64)
+    if pair[0].size:
+        keys, counts = pair
+        community = keys // num_categories
+        starts = np.flatnonzero(np.diff(community, prepend=-1))
+        lengths = np.diff(starts, append=keys.size)
+        is_max = counts == np.repeat(np.maximum.reduceat(counts, starts), lengths)
+        candidate = np.flatnonzero(is_max)
+        first = candidate[np.diff(community[candidate], prepend=-1) != 0]
+        top_category[community[first]] = keys[first] % num_categories
+        top_count[community[first]] = counts[first]
+    purity = top_count / np.maximum(sizes, 1)
+    rows = [
+        {
+            "id": c,
+            "name": communities.names[c],
+            "size": size,
+            "category_purity": round(p, 4) if cat >= 0 else 0.0,
+            "top_category": category_names[cat] if cat >= 0 else "",
+            "top_terms": communities.top_terms[c],
+        }
+        for c, size, p, cat in zip(
+            range(num_communities), sizes.tolist(), purity.tolist(), top_category.tolist()
         )
-    sizes = np.array([r["size"] for r in rows]) if rows else np.zeros(0)
+    ]
     return {
         "method": communities.method,
-        "count": communities.num_communities,
+        "count": num_communities,
         "products_in_a_community": int((label >= 0).sum()),
         "size_max": int(sizes.max(initial=0)),
         "size_median": float(np.median(sizes)) if sizes.size else 0.0,
@@ -127,35 +152,64 @@ def _community_report(
     }
 
 
-def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> tuple[HeteroData, dict]:
+def build_graph(
+    table: ProductTable,
+    settings: GraphSettings | None = None,
+    stage_seconds: dict[str, float] | None = None,
+) -> tuple[HeteroData, dict]:
     """Turn a product table into a heterogeneous graph with described relation edges.
 
     Returns the graph and the graph part of the build report. See the README for the
     layout of the ``HeteroData`` (node stores, edge stores, the relation-text table).
+
+    Args:
+        stage_seconds: if given, filled with the wall time of each stage and, under
+            ``"<stage>_cpu"``, this process's CPU time in it (for benchmarks on a shared
+            machine; kept out of the report, which stays a pure function of the input).
     """
+    clock = [time.perf_counter(), time.process_time()]
+
+    def lap(stage: str) -> None:
+        now = [time.perf_counter(), time.process_time()]
+        if stage_seconds is not None:
+            stage_seconds[stage] = round(now[0] - clock[0], 3)
+            stage_seconds[f"{stage}_cpu"] = round(now[1] - clock[1], 3)
+        clock[:] = now
+
     settings = settings or GraphSettings()
     num_products = table.num_products
     data = HeteroData()
 
     # --- category and brand nodes -------------------------------------------------------
-    category_names = sorted({" > ".join(p) for p in table.category_path if p})
+    # Look up each distinct path once (two paths may join to the same name: one category).
+    name_of_path = {p: " > ".join(p) for p in set(table.category_path) if p}
+    category_names = sorted(set(name_of_path.values()))
     category_index = {name: i for i, name in enumerate(category_names)}
-    category_id = np.array(
-        [category_index[" > ".join(p)] if p else -1 for p in table.category_path], dtype=np.int64
+    id_of_path = {p: category_index[name] for p, name in name_of_path.items()}
+    category_id = np.fromiter(
+        map(id_of_path.get, table.category_path, repeat(-1)), dtype=np.int64, count=num_products
     )
     brand_names = sorted({b for b in table.brand if b})
     brand_index = {name: i for i, name in enumerate(brand_names)}
-    brand_id = np.array([brand_index.get(b, -1) for b in table.brand], dtype=np.int64)
+    brand_id = np.fromiter(
+        map(brand_index.get, table.brand, repeat(-1)), dtype=np.int64, count=num_products
+    )
 
     product = data[PRODUCT]
     product.num_nodes = num_products
     product.product_id = list(table.product_id)
     product.title = list(table.title)
     product.description = list(table.description)
-    product.text = [
-        product_text(t, b, c, d)[: settings.max_text_chars]
-        for t, b, c, d in zip(table.title, table.brand, table.category_path, table.description)
-    ]
+    product.text = list(
+        map(
+            product_text,
+            table.title,
+            table.brand,
+            table.category_path,
+            table.description,
+            repeat(settings.max_text_chars),
+        )
+    )
     product.image_urls = [list(u) for u in table.image_urls]
     product.category_id = torch.from_numpy(category_id)
     product.brand_id = torch.from_numpy(brand_id)
@@ -169,6 +223,8 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
         data[src_t, rel, dst_t].edge_index = forward
         data[dst_t, REVERSE_PREFIX + rel, src_t].edge_index = forward.flip(0)
 
+    lap("nodes_and_texts")
+
     # --- relation edges and communities ------------------------------------------------
     edges = {
         kind: _canonical_edges(kind, table.edges[kind], num_products)
@@ -176,9 +232,10 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
         if kind in table.edges and table.edges[kind].shape[1] > 0
     }
     # Category levels below the root (the leaf twice: it is the most telling) and the title.
-    terms = term_matrix([
-        "\n".join([*c[1:], c[-1] if c else "", t]) for c, t in zip(table.category_path, table.title)
-    ])
+    terms = term_matrix(
+        [(*c[1:], c[-1] if c else "", t) for c, t in zip(table.category_path, table.title)]
+    )
+    lap("edges_and_terms")
     families = {
         "co_purchase": [k for k in CO_PURCHASE_KINDS if k in edges],
         "also_viewed": [k for k in ("also_viewed",) if k in edges],
@@ -199,6 +256,7 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
             max_networkx_edges=settings.max_networkx_edges,
         )
         family_degree[family] = np.bincount(union.ravel(), minlength=num_products)
+        lap(f"communities_{family}")
     product.community = torch.from_numpy(family_communities["co_purchase"].label)
     product.view_community = torch.from_numpy(family_communities["also_viewed"].label)
 
@@ -225,7 +283,7 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
         # One description per (kind, community); ids assigned in first-seen order of a
         # sorted community list, so they are deterministic.
         desc_of_context = {}
-        for c in np.unique(context).tolist():
+        for c in (np.flatnonzero(np.bincount(context + 1)) - 1).tolist():
             text = describe(kind, communities.names[c] if c >= 0 else None)
             if text not in text_index:
                 text_index[text] = len(relation_text)
@@ -252,20 +310,27 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
             store.split = torch.from_numpy(split)
         description_report[kind] = {
             "edges": int(edge_index.shape[1]),
-            "descriptions": int(np.unique(desc_id).size),
+            "descriptions": count_distinct(desc_id, len(relation_text)),
             "specific_context_share": float((context >= 0).mean()),
             "generic_fallback_share": float((context < 0).mean()),
         }
-        split_report[kind] = {
-            name: int((split == i).sum()) for i, name in enumerate(SPLIT_NAMES)
-        }
+        split_counts = np.bincount(split, minlength=len(SPLIT_NAMES)).tolist()
+        split_report[kind] = dict(zip(SPLIT_NAMES, split_counts))
 
+    lap("descriptions_and_splits")
     data.relation_text = relation_text
     data.relation_kind_of_desc = torch.tensor(relation_kind, dtype=torch.long)
     data.relation_community_of_desc = torch.tensor(relation_community, dtype=torch.long)
     data.community_names = family_communities["co_purchase"].names
     data.view_community_names = family_communities["also_viewed"].names
 
+    community_report = {
+        family: _community_report(c, category_id, category_names)
+        for family, c in family_communities.items()
+    }
+    lap("community_report")
+    statistics = relation_stats(edges, num_products)
+    lap("statistics")
     report = {
         "products": num_products,
         "categories": len(category_names),
@@ -273,11 +338,8 @@ def build_graph(table: ProductTable, settings: GraphSettings | None = None) -> t
         "products_with_image_urls": int(sum(1 for u in table.image_urls if u)),
         "relation_edges_undirected": {k: int(v.shape[1]) for k, v in edges.items()},
         "descriptions": {"total": len(relation_text), "per_relation": description_report},
-        "communities": {
-            family: _community_report(c, category_id, category_names)
-            for family, c in family_communities.items()
-        },
+        "communities": community_report,
         "splits": {"mode": settings.split, "per_relation": split_report},
-        "statistics": relation_stats(edges, num_products),
+        "statistics": statistics,
     }
     return data, report

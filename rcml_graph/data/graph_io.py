@@ -26,6 +26,11 @@ from torch_geometric.data import HeteroData
 
 from rcml_graph.io_utils import atomic_open, atomic_path, atomic_write_json, sha256_file
 
+try:  # orjson writes the graph's texts several times faster than json; json is the fallback.
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    orjson = None
+
 GRAPH_TENSORS = "graph.safetensors"
 GRAPH_JSON = "graph.json"
 REPORT_JSON = "build_report.json"
@@ -41,6 +46,22 @@ def _store_key(key: str | tuple[str, str, str]) -> str:
 def _parse_store_key(key: str) -> str | tuple[str, str, str]:
     parts = key.split(_SEP)
     return parts[0] if len(parts) == 1 else tuple(parts)  # type: ignore[return-value]
+
+
+def _json_bytes(obj: Any, indent: bool) -> bytes:
+    """``obj`` as UTF-8 JSON (indented by 2 if ``indent``), by orjson where it can."""
+    if orjson is not None:
+        option = orjson.OPT_SERIALIZE_NUMPY | (orjson.OPT_INDENT_2 if indent else 0)
+        try:
+            return orjson.dumps(obj, option=option) + (b"\n" if indent else b"")
+        except TypeError:  # a type orjson does not know: json decides (and explains)
+            pass
+    text = json.dumps(obj, ensure_ascii=False, indent=2 if indent else None)
+    return (text + ("\n" if indent else "")).encode("utf-8")
+
+
+def _json_loads(raw: bytes) -> Any:
+    return orjson.loads(raw) if orjson is not None else json.loads(raw)
 
 
 def graph_to_artifacts(data: HeteroData) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -109,9 +130,10 @@ def save_processed(
     tensors, meta = graph_to_artifacts(data)
     with atomic_path(out_dir / GRAPH_TENSORS) as tmp:
         save_file(tensors, str(tmp))
-    with atomic_open(out_dir / GRAPH_JSON, "w") as handle:
-        json.dump(meta, handle, ensure_ascii=False)  # type: ignore[arg-type]
-    atomic_write_json(out_dir / REPORT_JSON, report)
+    with atomic_open(out_dir / GRAPH_JSON) as handle:
+        handle.write(_json_bytes(meta, indent=False))
+    with atomic_open(out_dir / REPORT_JSON) as handle:
+        handle.write(_json_bytes(report, indent=True))
     files = {name: sha256_file(out_dir / name) for name in (GRAPH_TENSORS, GRAPH_JSON, REPORT_JSON)}
     atomic_write_json(manifest_path, {**provenance, "files": files})
     return out_dir
@@ -140,9 +162,9 @@ def load_graph(out_dir: str | Path) -> HeteroData:
             f"no finished graph build in {out_dir} (missing or inconsistent {MANIFEST_JSON}); "
             "run `python scripts/build_graph.py domain=<name>` first"
         )
-    meta = json.loads((out_dir / GRAPH_JSON).read_text())
+    meta = _json_loads((out_dir / GRAPH_JSON).read_bytes())
     return artifacts_to_graph(load_file(str(out_dir / GRAPH_TENSORS)), meta)
 
 
 def load_report(out_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / REPORT_JSON).read_text())
+    return _json_loads((Path(out_dir) / REPORT_JSON).read_bytes())

@@ -27,14 +27,19 @@ def transductive_edge_split(
     check_ratios(val_ratio, test_ratio)
     src, dst = edge_index
     pair_key = np.minimum(src, dst) * num_nodes + np.maximum(src, dst)
-    unique_pairs, inverse = np.unique(pair_key, return_inverse=True)
-    order = np.random.default_rng(seed).permutation(unique_pairs.size)
-    num_test = int(round(test_ratio * unique_pairs.size))
-    num_val = int(round(val_ratio * unique_pairs.size))
-    pair_split = np.full(unique_pairs.size, TRAIN, dtype=np.uint8)
+    if np.all(pair_key[1:] > pair_key[:-1]):
+        # Already sorted and unique (canonical undirected edges): skip np.unique's argsort.
+        num_pairs, inverse = pair_key.size, None
+    else:
+        unique_pairs, inverse = np.unique(pair_key, return_inverse=True)
+        num_pairs = unique_pairs.size
+    order = np.random.default_rng(seed).permutation(num_pairs)
+    num_test = int(round(test_ratio * num_pairs))
+    num_val = int(round(val_ratio * num_pairs))
+    pair_split = np.full(num_pairs, TRAIN, dtype=np.uint8)
     pair_split[order[:num_test]] = TEST
     pair_split[order[num_test : num_test + num_val]] = VAL
-    return pair_split[inverse]
+    return pair_split if inverse is None else pair_split[inverse]
 
 
 def inductive_node_split(

@@ -7,6 +7,35 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` of a 1-D integer array, by one sort.
+
+    numpy 2.x answers a plain ``np.unique`` of integers from a hash table, which is some 70
+    times slower than a (SIMD) sort on the ~10^7 keys of a million-product build.
+    """
+    values = np.sort(values, axis=None)
+    if values.size < 2:
+        return values
+    keep = np.empty(values.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+def sorted_unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_counts=True)`` of a 1-D integer array, by one sort."""
+    values = np.sort(values, axis=None)
+    if values.size == 0:
+        return values, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.diff(values, prepend=values[:1] - 1))
+    return values[starts], np.diff(starts, append=values.size)
+
+
+def count_distinct(values: np.ndarray, upper: int) -> int:
+    """How many distinct values a 1-D array of integers in ``[0, upper)`` holds."""
+    return int(np.count_nonzero(np.bincount(values, minlength=upper)))
+
+
 def degree_summary(degree: np.ndarray) -> dict[str, float]:
     if degree.size == 0:
         return {}

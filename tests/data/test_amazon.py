@@ -55,3 +55,16 @@ def test_unknown_release_and_missing_file(tmp_path):
         list(read_products(write_2023(tmp_path / "m.jsonl"), release="2020"))
     with pytest.raises(FileNotFoundError, match="nope.json.gz"):
         list(read_products(tmp_path / "nope.json.gz"))
+
+
+def test_2018_lists_with_non_string_items_keep_only_strings():
+    from rcml_graph.data.amazon import normalise_2018
+
+    product = normalise_2018({
+        "asin": "B1", "description": ["first", "", 5, None, "last"], "feature": ["a", 3, ""],
+        "also_buy": ["B2", 7, None, "", "B3"], "also_view": [], "category": "Books",
+    })
+    assert product.description == "first 5 last"
+    assert product.features == ["a"]
+    assert product.relations == {"also_bought": ["B2", "B3"]}
+    assert product.category_path == ["Books"]

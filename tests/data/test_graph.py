@@ -116,3 +116,43 @@ def test_bad_settings_are_named():
         GraphSettings(split="random")
     with pytest.raises(ValueError, match="val=0.6, test=0.5"):
         build_graph(_random_table(30, 50), GraphSettings(val_ratio=0.6, test_ratio=0.5))
+
+
+def test_transductive_split_of_sorted_pairs_equals_the_general_path():
+    from rcml_graph.data.splits import transductive_edge_split
+
+    rng = np.random.default_rng(0)
+    num_nodes = 50
+    pairs = np.unique(np.sort(rng.integers(0, num_nodes, (2, 400)), axis=0), axis=1)
+    pairs = pairs[:, pairs[0] != pairs[1]]  # canonical: sorted, unique, lo < hi
+    fast = transductive_edge_split(pairs, num_nodes, 0.1, 0.2, seed=3)
+    # Reversed and shuffled, the same pairs take np.unique's path and the same split.
+    order = rng.permutation(pairs.shape[1])
+    general = transductive_edge_split(pairs[::-1, order], num_nodes, 0.1, 0.2, seed=3)
+    np.testing.assert_array_equal(general, fast[order])
+    assert np.bincount(fast, minlength=3).tolist() == [
+        pairs.shape[1] - round(0.1 * pairs.shape[1]) - round(0.2 * pairs.shape[1]),
+        round(0.1 * pairs.shape[1]),
+        round(0.2 * pairs.shape[1]),
+    ]
+
+
+def test_community_report_sizes_purity_and_top_category():
+    from rcml_graph.data.communities import Communities
+    from rcml_graph.data.graph import _community_report
+
+    # Community 0: products 0-3 with categories a, a, b, none -> purity 2/4, top "a".
+    # Community 1: products 4-5 with b, a -> a tie, the smaller category id ("a") wins.
+    # Community 2: product 6 without a category. Product 7 is in no community.
+    label = np.array([0, 0, 0, 0, 1, 1, 2, -1])
+    category_id = np.array([0, 0, 1, -1, 1, 0, -1, 1])
+    communities = Communities(label, ["n0", "n1", "n2"], [["t0"], ["t1"], []], "label-propagation")
+    report = _community_report(communities, category_id, ["a", "b"])
+    rows = report["communities"]
+    assert [r["size"] for r in rows] == [4, 2, 1]
+    assert [r["category_purity"] for r in rows] == [0.5, 0.5, 0.0]
+    assert [r["top_category"] for r in rows] == ["a", "a", ""]
+    assert rows[0]["name"] == "n0" and rows[0]["top_terms"] == ["t0"]
+    assert report["count"] == 3 and report["products_in_a_community"] == 7
+    assert report["size_max"] == 4 and report["size_median"] == 2.0
+    assert report["mean_category_purity"] == (0.5 + 0.5 + 0.0) / 3

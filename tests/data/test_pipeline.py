@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rcml_graph.data.graph import GraphSettings
-from rcml_graph.data.graph_io import MANIFEST_JSON, load_graph, read_manifest
+from rcml_graph.data.graph_io import MANIFEST_JSON, load_graph, load_report, read_manifest
 from rcml_graph.data.pipeline import build_domain, resolve_meta_path
 from rcml_graph.relations import edge_type
 from tests.conftest import REPO_ROOT
@@ -24,8 +24,15 @@ def test_build_save_load_roundtrip_and_skip(tmp_path):
     for kind in ("also_bought", "also_viewed"):
         assert torch.equal(loaded[edge_type(kind)].edge_index, first.data[edge_type(kind)].edge_index)
         assert torch.equal(loaded[edge_type(kind)].desc_id, first.data[edge_type(kind)].desc_id)
+    # The report written (by orjson) reads back equal, stage timings included.
+    assert load_report(out) == first.report
+    stages = first.report["timing_seconds"]["build_graph_stages"]
+    assert {"nodes_and_texts", "communities_co_purchase", "statistics"} <= set(stages)
+    assert all(seconds >= 0 for seconds in stages.values()) and "statistics_cpu" in stages
+    assert json.loads((out / "graph.json").read_text())["node_types"]["product"]["num_nodes"] == 3
     again = build_domain(meta, out, GraphSettings(min_community_size=2), show_progress=False)
     assert again.skipped
+    assert again.report == first.report
     changed = build_domain(meta, out, GraphSettings(min_community_size=2, seed=5), show_progress=False)
     assert not changed.skipped
     forced = build_domain(meta, out, GraphSettings(min_community_size=2, seed=5), force=True,
