@@ -37,12 +37,7 @@ TRAINABLE_PREFIXES = ("image_blocks.1.", "text_blocks.1.", "image_norm.", "text_
                       "image_proj.", "text_proj.")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/training/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from rcml_graph.training.encoder import ConditionedEncoder
 NUM_PRODUCTS = 300
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The CI box has 2 cores shared with other jobs; intra-op threads only oversubscribe them.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/training/conftest.py
 
 
 @pytest.fixture(scope="module")
