@@ -96,6 +96,8 @@ class HeadConfig:
     out_dim: Optional[int] = None
     #: Start the relation branch at zero (training starts from the unconditioned model).
     zero_init_attention: bool = True
+    #: Map source (query) views through a relation-conditioned operator (asymmetric scoring).
+    query_operator: bool = False
 
 
 @dataclass

@@ -22,6 +22,7 @@ __all__ = [
     "conditions_targets",
     "encode_global",
     "encode_pairs",
+    "encodes_queries",
     "encode_targets",
     "fused_embedding",
     "pair_scores",
@@ -60,6 +61,11 @@ class RelationEncoder(Protocol):
         ...
 
 
+def encodes_queries(encoder: RelationEncoder) -> bool:
+    """Whether the encoder embeds the source side of a query differently (``encode_query``)."""
+    return callable(getattr(encoder, "encode_query", None))
+
+
 def conditions_targets(encoder: RelationEncoder) -> bool:
     """Whether targets are embedded under the query's relation (default) or relation-free."""
     return bool(getattr(encoder, "condition_targets", True))
@@ -80,6 +86,7 @@ def encode_pairs(
     relation_ids: Tensor,
     num_relations: int,
     batch_size: int = 1024,
+    as_query: bool = False,
 ) -> ViewEmbeddings:
     """Encode ``(product, relation)`` pairs of any shape, each distinct pair once.
 
@@ -89,6 +96,8 @@ def encode_pairs(
         relation_ids: Description ids, shape ``S`` (broadcast against ``products``).
         num_relations: Size of the description table (to build pair keys).
         batch_size: Distinct pairs per encoder call.
+        as_query: Embed them as the source side of a query: with the encoder's
+            ``encode_query`` when it has one (an asymmetric head), else ``encode``.
 
     Returns:
         :class:`ViewEmbeddings` of shapes ``(*S, D)`` and ``S``, L2-normalised.
@@ -99,10 +108,11 @@ def encode_pairs(
     shape = products.shape
     keys = products.reshape(-1) * num_relations + relation_ids.reshape(-1)
     unique_keys, inverse = torch.unique(keys, return_inverse=True)
+    encode = encoder.encode_query if as_query and encodes_queries(encoder) else encoder.encode  # type: ignore[attr-defined]
     parts = []
     for start in range(0, unique_keys.numel(), batch_size):
         chunk = unique_keys[start : start + batch_size]
-        parts.append(_normalised(encoder.encode(chunk // num_relations, chunk % num_relations)))
+        parts.append(_normalised(encode(chunk // num_relations, chunk % num_relations)))
     return _gather(parts, inverse, shape)
 
 

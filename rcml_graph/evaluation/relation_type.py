@@ -70,7 +70,8 @@ def relation_type_encoder(
     targets = edges.target[query_index][:, None].expand_as(candidates)
     # Padding slots reuse a real candidate so that no extra pair is encoded.
     candidates = torch.where(mask, candidates, candidates[:, :1])
-    source_views = encode_pairs(encoder, sources, candidates, edges.num_descriptions, batch_size)
+    source_views = encode_pairs(encoder, sources, candidates, edges.num_descriptions, batch_size,
+                                as_query=True)
     target_views = encode_targets(encoder, targets, candidates, edges.num_descriptions, batch_size)
     scores = pair_scores(source_views, target_views)
     return rank_true_description(scores, candidates, mask, edges.desc_id[query_index], ks)

@@ -75,7 +75,7 @@ def candidate_retrieval(
             f"negatives has {negatives.negatives.size(0)} rows for {query_index.numel()} queries"
         )
     candidates = torch.cat([targets[:, None], negatives.negatives], dim=1)  # (Q, 1 + K)
-    query = encode_pairs(encoder, sources, desc, edges.num_descriptions, batch_size)
+    query = encode_pairs(encoder, sources, desc, edges.num_descriptions, batch_size, as_query=True)
     cand = encode_targets(encoder, candidates, desc[:, None], edges.num_descriptions, batch_size)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, mask in subsets.items():
@@ -125,7 +125,7 @@ def full_corpus_retrieval(
     desc = edges.desc_id[query_index]
     num_queries = sources.numel()
     ks = tuple(k for k in ks if k <= num_nodes)
-    query_views = encode_pairs(encoder, sources, desc, edges.num_descriptions, batch_size)
+    query_views = encode_pairs(encoder, sources, desc, edges.num_descriptions, batch_size, as_query=True)
     query_vectors = _views_for_corpus(query_views)
 
     # Other targets linked under the query's description, padded with -1, plus the source.

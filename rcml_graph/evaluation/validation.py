@@ -67,7 +67,8 @@ def corrupt_triples(edges: RelationEdges, index: Tensor, generator: torch.Genera
 
 
 def _features(encoder: RelationEncoder, edges: RelationEdges, triples: Triples, batch_size: int) -> np.ndarray:
-    e_s = fused_embedding(encode_pairs(encoder, triples.source, triples.desc, edges.num_descriptions, batch_size))
+    e_s = fused_embedding(encode_pairs(encoder, triples.source, triples.desc, edges.num_descriptions, batch_size,
+                                       as_query=True))
     e_t = fused_embedding(encode_targets(encoder, triples.target, triples.desc, edges.num_descriptions, batch_size))
     return torch.cat([e_s * e_t, (e_s - e_t).abs()], dim=1).double().numpy()
 

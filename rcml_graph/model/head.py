@@ -13,6 +13,13 @@ where ``e_r`` is the relation embedding (text tower of the description, or a lea
 With a linear head this is ``normalize(beta * Proj(g) + (1 - beta) * Proj(a))``. ``beta = 1``
 gives ``normalize(Proj_m(g_m(p)))`` exactly, with no dependence on the relation: CLIP.
 
+Query side: with ``query_operator`` the *source* view of a relation pair goes through
+:class:`~rcml_graph.model.query_operator.QueryOperator` (``q = normalize(z + MLP([z; e_r]))``),
+so the score ``q(s, r) . z(t, r)`` is no longer symmetric: a relation can map a product to a
+different kind of product, not only to look-alikes (see that module for the measurement that
+motivated it). Targets and negatives are never transformed; ``encode_views(..., as_query=True)``
+gives the query side at evaluation time.
+
 Missing images: a product with ``has_image = False`` has no image tokens. Its image output
 falls back to the same view's text embedding (finite, usable for retrieval) and is flagged
 ``image_valid = False``; :class:`rcml_graph.losses.RCMLLoss` leaves such rows out of every
@@ -31,6 +38,7 @@ from torch import Tensor, nn
 from rcml_graph.model.attention import RelationCrossAttention
 from rcml_graph.model.features import ProductFeatures
 from rcml_graph.model.projection import ProjectionHead
+from rcml_graph.model.query_operator import QueryOperator
 from rcml_graph.model.relation_encoder import RelationEncoder
 
 
@@ -115,6 +123,8 @@ class RCMLHead(nn.Module):
         logit_scale_max (float, optional): clamp of the logit scale. (default: 100.0)
         zero_init_attention (bool, optional): initialise the attention output projections at
             zero, so training starts from the unconditioned model. (default: True)
+        query_operator (bool, optional): transform source (query) views with a zero-initialised
+            :class:`QueryOperator`; ignored by a global-only head. (default: False)
 
     Shapes:
         - **input:** products (:class:`ProductFeatures` of ``N`` products),
@@ -143,6 +153,7 @@ class RCMLHead(nn.Module):
         logit_scale_init: float = math.log(1 / 0.07),
         logit_scale_max: float = 100.0,
         zero_init_attention: bool = True,
+        query_operator: bool = False,
     ) -> None:
         super().__init__()
         out_dim = out_dim or embed_dim
@@ -188,6 +199,12 @@ class RCMLHead(nn.Module):
         self.text_projection = ProjectionHead(embed_dim, out_dim, projection, projection_hidden_dim)
         self.log_logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
         self.log_logit_scale_max = math.log(logit_scale_max)
+        # Built last, so that the other weights of a seeded head do not depend on it.
+        self.image_query: QueryOperator | None = None
+        self.text_query: QueryOperator | None = None
+        if query_operator and not self.global_only:
+            self.image_query = QueryOperator(out_dim, embed_dim)
+            self.text_query = QueryOperator(out_dim, embed_dim)
 
     @property
     def beta(self) -> Tensor:
@@ -210,8 +227,13 @@ class RCMLHead(nn.Module):
         product_index: Tensor,
         relation_index: Tensor,
         description_table: Tensor | None = None,
+        as_query: bool = False,
     ) -> ViewEmbeddings:
-        """Embed the views ``(product_index[v], relation_index[v])``; see :class:`ViewEmbeddings`."""
+        """Embed the views ``(product_index[v], relation_index[v])``; see :class:`ViewEmbeddings`.
+
+        ``as_query``: embed them as the source side of a query (through the query operator,
+        when the head has one); targets and candidates use the default.
+        """
         if product_index.shape != relation_index.shape or product_index.dim() != 1:
             raise ValueError(
                 f"product_index {tuple(product_index.shape)} and relation_index "
@@ -247,7 +269,26 @@ class RCMLHead(nn.Module):
         text = F.normalize(self.text_projection(text_blend), dim=-1)  # (U, E)
         image_valid = has_image[unique_product] & ~image_empty  # (U,)
         image = torch.where(image_valid[:, None], image, text)
-        return ViewEmbeddings(image[inverse], text[inverse], image_valid[inverse])
+        views = ViewEmbeddings(image[inverse], text[inverse], image_valid[inverse])
+        if as_query:
+            views = self.query_views(views, relation_index, description_table)
+        return views
+
+    @property
+    def has_query_operator(self) -> bool:
+        return self.text_query is not None
+
+    def query_views(self, views: ViewEmbeddings, relation_index: Tensor,
+                    description_table: Tensor | None = None) -> ViewEmbeddings:
+        """Views ``(V, E)`` under relations ``(V,)`` as the source side of a query: through the
+        query operator (the identity for a head without one, and for the self relation)."""
+        if self.image_query is None or self.text_query is None or relation_index.numel() == 0:
+            return views
+        relation = self.relation_encoder(relation_index, description_table)  # (V, D)
+        text = self.text_query(views.text, relation, relation_index)  # (V, E)
+        image = self.image_query(views.image, relation, relation_index)  # (V, E)
+        image = torch.where(views.image_valid[:, None], image, text)
+        return ViewEmbeddings(image, text, views.image_valid)
 
     def _attend_images(
         self, products: ProductFeatures, relation: Tensor, used_product: Tensor, token_index: Tensor
@@ -309,9 +350,13 @@ class RCMLHead(nn.Module):
         views = self.encode_views(
             products, torch.cat(products_index), torch.cat(relations), description_table
         )
+        source = self.query_views(
+            ViewEmbeddings(views.image[:num_pairs], views.text[:num_pairs], views.image_valid[:num_pairs]),
+            relation_index, description_table,
+        )
         out = PairEmbeddings(
-            src_image=views.image[:num_pairs],
-            src_text=views.text[:num_pairs],
+            src_image=source.image,
+            src_text=source.text,
             dst_image=views.image[num_pairs : 2 * num_pairs],
             dst_text=views.text[num_pairs : 2 * num_pairs],
             src_image_valid=views.image_valid[:num_pairs],

@@ -1,7 +1,8 @@
 """A trained RCML head over its feature cache, for evaluation and downstream use.
 
     encoder = ConditionedEncoder.from_checkpoint("runs/demo/train/.../checkpoints/best.pt")
-    views = encoder.encode(products, relation_ids)          # ViewEmbeddings
+    views = encoder.encode(products, relation_ids)          # ViewEmbeddings (targets)
+    queries = encoder.encode_query(products, relation_ids)  # the source side of a query
     new_id = encoder.add_description("bought by people who like camping")
     views = encoder.encode(products, torch.full_like(products, new_id))
 """
@@ -97,6 +98,16 @@ class ConditionedEncoder:
                              f"{tuple(relation_ids.shape)} must be 1-D of equal length")
         return embed_views(self.head, self.source, products.long(), relation_ids.long(),
                            self._description_table, self.device, batch_size)
+
+    @torch.no_grad()
+    def encode_query(self, products: Tensor, relation_ids: Tensor, batch_size: int = 4096) -> ViewEmbeddings:
+        """The views ``(products[v], relation_ids[v])`` as the source side of a query: through
+        the head's query operator when it has one (else the same as :meth:`encode`)."""
+        if products.shape != relation_ids.shape or products.dim() != 1:
+            raise ValueError(f"products {tuple(products.shape)} and relation_ids "
+                             f"{tuple(relation_ids.shape)} must be 1-D of equal length")
+        return embed_views(self.head, self.source, products.long(), relation_ids.long(),
+                           self._description_table, self.device, batch_size, as_query=True)
 
     @torch.no_grad()
     def encode_global(self, products: Tensor, batch_size: int = 4096) -> ViewEmbeddings:

@@ -77,16 +77,19 @@ def embed_views(
     description_table: Tensor | None,
     device: torch.device | str = "cpu",
     chunk_size: int = 4096,
+    as_query: bool = False,
 ) -> ViewEmbeddings:
     """Embeddings of the views ``(products[v], relations[v])``, ``chunk_size`` views at a time;
-    each chunk reads its distinct products' features once."""
+    each chunk reads its distinct products' features once. ``as_query``: the source side of a
+    query (see :meth:`RCMLHead.encode_views`)."""
     images, texts, valid = [], [], []
     for start in range(0, products.numel(), chunk_size):
         chunk_products = products[start:start + chunk_size]
         unique, local = torch.unique(chunk_products, return_inverse=True)
         features = source.product_features(unique, device=device)
         views = head.encode_views(features, local.to(device),
-                                  relations[start:start + chunk_size].to(device), description_table)
+                                  relations[start:start + chunk_size].to(device), description_table,
+                                  as_query=as_query)
         images.append(views.image)
         texts.append(views.text)
         valid.append(views.image_valid)
@@ -127,18 +130,17 @@ class RetrievalValidator:
         was_training = head.training
         head.eval()
         num_queries, num_candidates = self.candidates.shape
-        products = torch.cat([self.src, self.candidates.flatten()])
-        relations = torch.cat([self.desc, self.desc.repeat_interleave(num_candidates)])
-        views = embed_views(head, source, products, relations, description_table, device)
+        query = embed_views(head, source, self.src, self.desc, description_table, device, as_query=True)
+        views = embed_views(head, source, self.candidates.flatten(),
+                            self.desc.repeat_interleave(num_candidates), description_table, device)
         head.train(was_training)
-        q, c = slice(0, num_queries), slice(num_queries, None)
         shape = (num_queries, num_candidates, -1)
         results = relation_guided_retrieval(
-            views.text[q], views.image[q], views.text[c].reshape(shape), views.image[c].reshape(shape),
-            views.image_valid[q], views.image_valid[c].reshape(num_queries, num_candidates), ks=ks)
+            query.text, query.image, views.text.reshape(shape), views.image.reshape(shape),
+            query.image_valid, views.image_valid.reshape(num_queries, num_candidates), ks=ks)
         # A domain without images (e.g. the text side of magazines) has no query in the image
         # modes, so avg is undefined (NaN): score it by text2text, as the evaluation does.
-        main = "avg" if bool(views.image_valid.any()) else "text2text"
+        main = "avg" if bool(views.image_valid.any() or query.image_valid.any()) else "text2text"
         out = {f"val/{name}": float(value) for name, value in results[main].items() if name != "n"}
         for mode, metrics in results.items():
             if mode != "avg":

@@ -72,6 +72,33 @@ def test_sensitive_protocol_oracle_wins_blind_ties(graph):
     assert blind["avg"]["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
 
 
+class AntiQueryOracle(OracleEncoder):
+    """The oracle for targets, its negation for queries: only an evaluation that embeds the
+    source with ``encode_query`` (the asymmetric head's query side) ranks the target last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query_calls = 0
+
+    def encode_query(self, products, relation_ids):
+        self.query_calls += products.numel()
+        views = super().encode(products, relation_ids)
+        return type(views)(-views.image, -views.text, views.image_valid)
+
+
+def test_query_side_goes_through_encode_query(graph):
+    _, edges, index = graph
+    subsets = {"all": torch.ones(index.numel(), dtype=torch.bool)}
+    encoder = AntiQueryOracle()
+    result = candidate_retrieval(encoder, edges, index, _sensitive(graph), subsets)["all"]
+    # negated query codes: the true target (cosine -1) ranks below every negative
+    assert result["avg"]["hit@1"] == 0.0 and result["avg"]["mrr"] < 0.25
+    distinct_queries = torch.unique(edges.source[index] * 5 + edges.desc_id[index]).numel()
+    assert encoder.query_calls == distinct_queries
+    top = relation_type_encoder(encoder, edges, index)
+    assert top["top1"] < 1.0  # the oracle itself is perfect (test below)
+
+
 def test_random_protocol_blind_is_better_than_on_sensitive(graph):
     _, edges, index = graph
     subsets = {"all": torch.ones(index.numel(), dtype=torch.bool)}
