@@ -66,6 +66,63 @@ class RelationCrossAttention(nn.Module):
         self.value_proj = nn.Linear(token_dim, d_model)
         self.out_proj = nn.Linear(d_model, out_dim)
 
+    #: ``auto`` picks the cheaper of the two exact formulations per call (see :meth:`_absorb`);
+    #: ``projected`` / ``absorbed`` force one (tests compare them).
+    attention_path: str = "auto"
+
+    def _absorb(self, num_rows: int, max_views: int, length: int) -> bool:
+        """Whether to fold the key/value projections into the queries for this call.
+
+        Projecting keys and values costs ``N * L * token_dim * 2 * d_model`` multiply-adds; the
+        absorbed form, on the ``(N, K)`` padded queries, about
+        ``N * K * H * token_dim * (2 * L + 2 * head_dim)`` and ``N * K * H * token_dim`` floats:
+        cheaper while rows have fewer than ``L * d_model / (H * (L + head_dim))`` padded views
+        (about 28 for 49 image tokens, width 256, 4 heads). Embedding a corpus under one relation
+        (``K = 1``) is about 28 times cheaper; a training step, whose busiest product has a dozen
+        views or more, usually stays projected. The memory of the token-space queries is capped
+        at 2^27 floats.
+        """
+        if self.attention_path != "auto":
+            return self.attention_path == "absorbed"
+        head_dim = self.d_model // self.num_heads
+        projected = length * 2 * self.d_model
+        absorbed = max_views * self.num_heads * (2 * length + 2 * head_dim)
+        small = num_rows * max_views * self.num_heads * self.key_proj.in_features <= 1 << 27
+        return absorbed < projected and small
+
+    def _attend_absorbed(self, query: Tensor, normed: Tensor, attend: Tensor) -> Tensor:
+        """Attention with the key/value projections folded into the queries (exact).
+
+        ``q . (W_k n + b_k) = (W_k^T q) . n + const`` (the constant cancels in the softmax) and
+        ``sum_j a_j (W_v n_j + b_v) = W_v (sum_j a_j n_j) + b_v``: the queries move to the token
+        space and attend to the normalised tokens themselves, so no ``(N, L, d_model)`` keys or
+        values are built. Written by hand: no library offers this form.
+
+        Shapes: query ``(N, H, K, d)``, normed ``(N, L, token_dim)``, attend ``(N, L)`` bool;
+        returns ``(N, H, K, d)``.
+        """
+        num_heads, head_dim = self.num_heads, self.d_model // self.num_heads
+        token_dim = normed.shape[-1]
+        w_key = self.key_proj.weight.view(num_heads, head_dim, token_dim)  # (H, d, T)
+        w_value = self.value_proj.weight.view(num_heads, head_dim, token_dim)  # (H, d, T)
+        num_rows, _, max_views, _ = query.shape
+        token_query = torch.einsum("nhkd,hdt->nhkt", query, w_key)  # (N, H, K, T)
+        token_query = token_query.reshape(num_rows, num_heads * max_views, token_dim)  # (N, HK, T)
+        # Plain batched matmuls against the (N, L, T) tokens, shared by the heads: SDPA would need
+        # the tokens expanded per head, which its kernels copy.
+        scores = torch.bmm(token_query, normed.transpose(1, 2))  # (N, HK, L)
+        # q . b_k is constant over the tokens and cancels in the softmax; adding it keeps the key
+        # bias in the graph (a zero gradient, as in the projected form: DDP needs every parameter).
+        key_bias = torch.einsum("nhkd,hd->nhk", query, self.key_proj.bias.view(num_heads, head_dim))
+        scores = (scores + key_bias.reshape(num_rows, num_heads * max_views, 1)) * head_dim**-0.5
+        scores = scores.masked_fill(~attend[:, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if self.training and self.dropout > 0:
+            weights = F.dropout(weights, self.dropout)
+        mixed = torch.bmm(weights, normed).view(num_rows, num_heads, max_views, token_dim)  # (N, H, K, T)
+        out = torch.einsum("nhkt,hdt->nhkd", mixed, w_value)  # (N, H, K, d)
+        return out + self.value_proj.bias.view(1, num_heads, 1, head_dim)
+
     def forward(
         self, relation: Tensor, tokens: Tensor, token_mask: Tensor, token_index: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -78,17 +135,16 @@ class RelationCrossAttention(nn.Module):
         head_dim = self.d_model // self.num_heads
         token_mask = token_mask.to(torch.bool)
         # Padded positions may hold anything (even NaN): zero them so they reach no gradient.
-        tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
+        # (Skipped when nothing is padded: the copy costs as much as the layer norm.)
+        if not bool(token_mask.all()):
+            tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
 
         normed = self.token_norm(tokens)  # (N, L, token_dim)
-        key = self.key_proj(normed).view(num_rows, length, self.num_heads, head_dim)
-        value = self.value_proj(normed).view(num_rows, length, self.num_heads, head_dim)
-        key, value = key.transpose(1, 2), value.transpose(1, 2)  # (N, H, L, d)
         if token_index is None:
             token_index = torch.arange(num_rows, device=tokens.device)
         # Group the views by product row instead of gathering keys/values per view (a (V, H, L, d)
         # copy): row n's views become the queries n, 0..k_n-1 of one padded batch, so SDPA runs
-        # with (N, H, K, d) queries against each row's own (N, H, L, d) keys once.
+        # with (N, H, K, d) queries against each row's own keys once.
         counts = torch.bincount(token_index, minlength=num_rows)  # (N,)
         order = torch.argsort(token_index, stable=True)  # (V,)
         starts = torch.cumsum(counts, 0) - counts  # (N,)
@@ -102,13 +158,19 @@ class RelationCrossAttention(nn.Module):
         padded = query.new_zeros(num_rows, max_views, self.d_model)
         padded = padded.index_put((token_index, slot), query)  # (N, K, d_model)
         padded = padded.view(num_rows, max_views, self.num_heads, head_dim).transpose(1, 2)  # (N, H, K, d)
-        attended = F.scaled_dot_product_attention(
-            padded,
-            key,
-            value,
-            attn_mask=attend[:, None, None, :],  # (N, 1, 1, L) broadcast over heads and queries
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # (N, H, K, d)
+        if self._absorb(num_rows, max_views, length):
+            attended = self._attend_absorbed(padded, normed, attend)
+        else:
+            key = self.key_proj(normed).view(num_rows, length, self.num_heads, head_dim)
+            value = self.value_proj(normed).view(num_rows, length, self.num_heads, head_dim)
+            key, value = key.transpose(1, 2), value.transpose(1, 2)  # (N, H, L, d)
+            attended = F.scaled_dot_product_attention(
+                padded,
+                key,
+                value,
+                attn_mask=attend[:, None, None, :],  # (N, 1, 1, L) broadcast over heads and queries
+                dropout_p=self.dropout if self.training else 0.0,
+            )  # (N, H, K, d)
         attended = attended.transpose(1, 2)[token_index, slot].reshape(num_views, self.d_model)  # (V, d_model)
         empty = empty_row[token_index]  # (V,)
         out = self.out_proj(attended)  # (V, out_dim)

@@ -5,6 +5,45 @@ import torch.nn.functional as F
 from rcml_graph.model.attention import RelationCrossAttention
 
 
+@pytest.fixture(autouse=True, params=["projected", "absorbed"])
+def attention_path(request, monkeypatch):
+    """Every test runs on both exact formulations (keys/values projected, or absorbed)."""
+    monkeypatch.setattr(RelationCrossAttention, "attention_path", request.param)
+    return request.param
+
+
+def test_absorbed_equals_projected_values_and_gradients() -> None:
+    torch.manual_seed(3)
+    attn = RelationCrossAttention(relation_dim=6, token_dim=5, out_dim=4, d_model=8, num_heads=2)
+    for module in (attn.key_proj, attn.value_proj):
+        torch.nn.init.normal_(module.bias)  # the key bias cancels, the value bias does not
+    relation = torch.randn(7, 6)
+    tokens = torch.randn(3, 6, 5)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    mask[2] = False  # a product without tokens
+    token_index = torch.tensor([0, 1, 1, 0, 2, 1, 0])
+    results = {}
+    for path in ("projected", "absorbed"):
+        attn.attention_path = path
+        attn.zero_grad()
+        out, empty = attn(relation, tokens, mask, token_index)
+        (out * torch.arange(4.0)).sum().backward()
+        results[path] = (out.detach(), empty, attn.key_proj.weight.grad.clone(),
+                         attn.value_proj.bias.grad.clone(), attn.query_proj.weight.grad.clone())
+    for a, b in zip(results["projected"], results["absorbed"]):
+        torch.testing.assert_close(a, b)
+    assert results["absorbed"][1].tolist() == [False, False, False, False, True, False, False]
+
+
+def test_auto_path_absorbs_one_view_per_row_and_projects_crowded_rows() -> None:
+    attn = RelationCrossAttention(relation_dim=6, token_dim=1280, out_dim=4, d_model=256, num_heads=4)
+    attn.attention_path = "auto"
+    assert attn._absorb(num_rows=3000, max_views=1, length=49)  # a corpus under one relation
+    assert not attn._absorb(num_rows=3000, max_views=40, length=49)  # above the ~28 break-even
+    assert not attn._absorb(num_rows=10**6, max_views=1, length=49)  # token-space queries too big
+
+
 def _attention(num_heads: int = 2) -> RelationCrossAttention:
     torch.manual_seed(0)
     attention = RelationCrossAttention(relation_dim=6, token_dim=4, out_dim=5, d_model=8, num_heads=num_heads)
