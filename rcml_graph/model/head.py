@@ -42,6 +42,15 @@ from rcml_graph.model.query_operator import QueryOperator
 from rcml_graph.model.relation_encoder import RelationEncoder
 
 
+def _rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` for a sorted unique ``index``; no copy when it takes every row.
+
+    In a training step every product of the batch is in some view, so the token tables (the
+    largest tensors of the step) would otherwise be copied whole.
+    """
+    return table if index.numel() == table.shape[0] else table[index]
+
+
 @dataclass
 class ViewEmbeddings:
     """L2-normalised embeddings of ``V`` (product, relation) views.
@@ -259,7 +268,8 @@ class RCMLHead(nn.Module):
         used_product, token_index = torch.unique(unique_product, return_inverse=True)  # (N_u,), (U,)
         image_attended, image_empty = self._attend_images(products, relation, used_product, token_index)
         text_attended, _ = self.text_attention(
-            relation, products.text_tokens[used_product], products.text_mask[used_product], token_index
+            relation, _rows(products.text_tokens, used_product), _rows(products.text_mask, used_product),
+            token_index,
         )  # (U, D)
 
         beta = self.beta
@@ -300,10 +310,11 @@ class RCMLHead(nn.Module):
         Returns ``(U, D)`` attended (zeros where empty) and ``(U,)`` empty.
         """
         assert self.image_attention is not None
-        token_mask = products.image_token_mask()[used_product]  # (N_u, L)
+        token_mask = _rows(products.image_token_mask(), used_product)  # (N_u, L)
         has_tokens = token_mask.any(dim=1)  # (N_u,)
         if bool(has_tokens.all()):
-            return self.image_attention(relation, products.image_tokens[used_product], token_mask, token_index)
+            return self.image_attention(relation, _rows(products.image_tokens, used_product), token_mask,
+                                        token_index)
         view_has = has_tokens[token_index]  # (U,)
         attended = relation.new_zeros(relation.shape[0], self.image_attention.out_proj.out_features)
         if not bool(view_has.any()):
