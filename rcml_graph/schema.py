@@ -97,7 +97,7 @@ class HeadConfig:
     #: Start the relation branch at zero (training starts from the unconditioned model).
     zero_init_attention: bool = True
     #: Map source (query) views through a relation-conditioned operator (asymmetric scoring).
-    query_operator: bool = False
+    query_operator: bool = True
 
 
 @dataclass

@@ -133,7 +133,8 @@ class RCMLHead(nn.Module):
         zero_init_attention (bool, optional): initialise the attention output projections at
             zero, so training starts from the unconditioned model. (default: True)
         query_operator (bool, optional): transform source (query) views with a zero-initialised
-            :class:`QueryOperator`; ignored by a global-only head. (default: False)
+            :class:`QueryOperator`; in a global-only head it cannot read the relation (its
+            relation input is zero): a relation-free query map. (default: False)
 
     Shapes:
         - **input:** products (:class:`ProductFeatures` of ``N`` products),
@@ -211,7 +212,8 @@ class RCMLHead(nn.Module):
         # Built last, so that the other weights of a seeded head do not depend on it.
         self.image_query: QueryOperator | None = None
         self.text_query: QueryOperator | None = None
-        if query_operator and not self.global_only:
+        if query_operator:
+            # A global-only head gets a relation-free map (its relation input is zero).
             self.image_query = QueryOperator(out_dim, embed_dim)
             self.text_query = QueryOperator(out_dim, embed_dim)
 
@@ -254,7 +256,8 @@ class RCMLHead(nn.Module):
             image = F.normalize(self.image_projection(products.image_global), dim=-1)  # (N, E)
             text = F.normalize(self.text_projection(products.text_global), dim=-1)  # (N, E)
             image = torch.where(has_image[:, None], image, text)
-            return ViewEmbeddings(image[product_index], text[product_index], has_image[product_index])
+            views = ViewEmbeddings(image[product_index], text[product_index], has_image[product_index])
+            return self.query_views(views, relation_index, description_table) if as_query else views
 
         assert self.image_attention is not None and self.text_attention is not None
         num_relation_keys = relation_index.max() + 1  # tensor: no host sync
@@ -295,6 +298,9 @@ class RCMLHead(nn.Module):
         if self.image_query is None or self.text_query is None or relation_index.numel() == 0:
             return views
         relation = self.relation_encoder(relation_index, description_table)  # (V, D)
+        if relation is None:  # global-only head: a relation-free map
+            in_features = self.text_query.hidden.in_features - views.text.shape[-1]
+            relation = views.text.new_zeros(views.text.shape[0], in_features)
         text = self.text_query(views.text, relation, relation_index)  # (V, E)
         image = self.image_query(views.image, relation, relation_index)  # (V, E)
         image = torch.where(views.image_valid[:, None], image, text)

@@ -12,7 +12,14 @@ variant                 beta        relation        pairs              inter    
 ``no_inter_modal``      configured  description     self + relations   no       yes
 ``no_intra``            configured  description     self + relations   yes      no
 ``relation_ids``        configured  learned ids     self + relations   yes      yes
+``unconditioned_query`` 1           none            self + relations   yes      yes
 ======================  ==========  ==============  =================  =======  =======
+
+The conditioned variants use the query-side relation operator when ``model.head.query_operator``
+is set (the default; see :mod:`rcml_graph.model.query_operator`). ``unconditioned_query`` is the
+control for it: the unconditioned model with a *relation-free* query map (``q = normalize(z +
+MLP(z))``), i.e. asymmetric scoring without reading the relation, so that what the operator gains
+by asymmetry alone is separated from what it gains by reading the relation.
 
 ``no_inter_modal`` drops the inter-modal loss terms (image-text across source and target), the
 counterpart of ``no_intra``; the pairs are unchanged. (The ``experiment=no_inter`` ablation of
@@ -36,6 +43,7 @@ class Variant:
         self_pairs_only: train on (product, product) self pairs only.
         use_inter: keep the inter-modal loss terms (``w_inter`` is zeroed otherwise).
         use_intra: keep the intra-modal loss terms (``w_intra`` is zeroed otherwise).
+        relation_free_query: give the head a query map that does not read the relation.
     """
 
     name: str
@@ -44,6 +52,7 @@ class Variant:
     self_pairs_only: bool
     use_inter: bool
     use_intra: bool
+    relation_free_query: bool = False
 
     def resolve_beta(self, beta: float) -> float:
         """The ``beta`` to build the head with: the configured one, or 1 if unconditioned."""
@@ -63,6 +72,7 @@ VARIANTS: Final[dict[str, Variant]] = {
         Variant("no_inter_modal", "description", True, False, False, True),
         Variant("no_intra", "description", True, False, True, False),
         Variant("relation_ids", "ids", True, False, True, True),
+        Variant("unconditioned_query", "none", False, False, True, True, relation_free_query=True),
     )
 }
 

@@ -34,6 +34,8 @@ def head_kwargs(variant: Variant, options: HeadOptions, embed_dim: int, image_to
         beta=beta, learn_beta=options.learn_beta and variant.conditioned,
         relation_mode=variant.relation_mode,
         num_relations=num_relations if variant.relation_mode == "ids" else None,
+        # the relation operator belongs to conditioned variants; the control has a free one
+        query_operator=(options.query_operator and variant.conditioned) or variant.relation_free_query,
     )
     return kwargs
 

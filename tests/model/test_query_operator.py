@@ -76,10 +76,36 @@ def test_operator_moves_sources_only_and_never_the_self_relation() -> None:
     assert not bool(q2.image_valid[0])
 
 
-def test_global_only_head_has_no_operator() -> None:
-    head = RCMLHead(embed_dim=D, image_token_dim=DI, text_token_dim=DT, beta=1.0,
-                    relation_mode="none", query_operator=True)
-    assert head.image_query is None and not head.has_query_operator
+def test_global_only_head_gets_a_relation_free_query_map() -> None:
+    torch.manual_seed(0)
+    head = RCMLHead(embed_dim=D, image_token_dim=DI, text_token_dim=DT, out_dim=7, beta=1.0,
+                    relation_mode="none", query_operator=True).eval()
+    _perturb(head)
+    products = _products()
+    src, dst = torch.tensor([0, 0, 3]), torch.tensor([1, 1, 3])
+    out = head(products, src, dst, torch.tensor([1, 2, 0]))
+    torch.testing.assert_close(out.src_text[0], out.src_text[1])  # the relation cannot matter
+    target_side = head.encode_views(products, src[:1], torch.tensor([1])).text[0]
+    assert not torch.allclose(out.src_text[0], target_side)  # but the map moves it
+    torch.testing.assert_close(out.src_text[2], out.dst_text[2])  # self relation exempt
+    query = head.encode_views(products, src, torch.tensor([1, 2, 0]), as_query=True)
+    torch.testing.assert_close(query.text, out.src_text)
+    plain = RCMLHead(embed_dim=D, image_token_dim=DI, text_token_dim=DT, beta=1.0, relation_mode="none")
+    assert not plain.has_query_operator
+
+
+def test_variants_get_the_operator_they_are_defined_with() -> None:
+    from rcml_graph.model import get_variant
+    from rcml_graph.training import HeadOptions, head_kwargs
+
+    def built(name: str, query_operator: bool = True) -> bool:
+        kwargs = head_kwargs(get_variant(name), HeadOptions(query_operator=query_operator), D, DI, DT, 3)
+        return RCMLHead(**kwargs).has_query_operator
+
+    assert built("rcml") and built("relation_ids") and built("no_intra")
+    assert not built("rcml", query_operator=False)
+    assert not built("unconditioned") and not built("clip")  # the baselines stay symmetric
+    assert built("unconditioned_query", query_operator=False)  # the control always has its map
 
 
 def test_operator_learns_what_a_symmetric_score_cannot() -> None:
