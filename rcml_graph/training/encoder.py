@@ -59,8 +59,11 @@ class ConditionedEncoder:
 
         state = load_checkpoint(path, map_location="cpu")
         config = json.loads(state["config"])
-        head = RCMLHead(**config["head"])
         head_state = {k[len("head."):]: v for k, v in state["modules"].items() if k.startswith("head.")}
+        # The weights say whether the head has a query operator: a global-only head trained
+        # before relation-free query maps existed recorded the flag without building one.
+        head_config = dict(config["head"], query_operator=any(k.startswith("text_query.") for k in head_state))
+        head = RCMLHead(**head_config)
         head.load_state_dict(head_state)
         table = state.get("description_table")
         if config.get("finetune"):

@@ -156,3 +156,32 @@ def test_encoder_reproduces_validation_views_and_new_descriptions(demo, tmp_path
     assert torch.allclose(again.text, views.text[1:3], atol=1e-5)
     glob = encoder.encode_global(torch.tensor([0, 1]))
     assert glob.text.shape == (2, 32) and not torch.allclose(glob.text[0], views.text[0])
+
+
+def test_encoder_query_side_uses_the_trained_query_operator(demo, tmp_path):
+    train(make_cfg(demo, tmp_path, "train.epochs=1"))
+    encoder = ConditionedEncoder.from_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert encoder.head.has_query_operator  # on by default for the rcml variant
+    products, relations = torch.tensor([1, 2, 2]), torch.tensor([1, 1, 0])
+    targets, queries = encoder.encode(products, relations), encoder.encode_query(products, relations)
+    # trained away from its zero start: the source side differs from the target side ...
+    assert not torch.allclose(queries.text[:2], targets.text[:2])
+    # ... except under the self relation (id 0), which is symmetric
+    torch.testing.assert_close(queries.text[2], targets.text[2])
+
+
+def test_checkpoint_flag_without_operator_weights_loads(demo, tmp_path):
+    """A global-only checkpoint that recorded query_operator=True without weights (written
+    before relation-free query maps existed) loads as the plain head it is."""
+    import json
+
+    train(make_cfg(demo, tmp_path, "experiment=unconditioned", "train.epochs=1"))
+    path = tmp_path / "checkpoints" / "best.pt"
+    state = torch.load(path, weights_only=True)
+    config = json.loads(state["config"])
+    assert not config["head"]["query_operator"]
+    config["head"]["query_operator"] = True
+    state["config"] = json.dumps(config)
+    torch.save(state, path)
+    encoder = ConditionedEncoder.from_checkpoint(path)
+    assert not encoder.head.has_query_operator
