@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from rcml_graph.relations import RELATION_KINDS, SELF_RELATION_TEXT, edge_type, reverse_edge_type
+from rcml_graph.relations import (
+    RELATION_KINDS,
+    SELF_RELATION_TEXT,
+    edge_type,
+    reverse_edge_type,
+)
 from rcml_graph.sampling import (
     NO_NEGATIVE,
     RELATION_SPECIFIC,
@@ -339,3 +344,70 @@ def test_explicit_negatives_never_linked_under_the_pair_relation(seed):
                     assert product != int(batch.dst[i])
     assert checked > 100 and dropped > 0  # draws were made, and some were rejected
     assert torch.equal(explicit_negatives(batch, random_negatives=0), batch.hard_neg_local)
+
+
+def test_expand_segments_int32_and_empty_segments():
+    # leading, middle and trailing empty segments; int32 in gives int32 out
+    start = torch.tensor([7, 5, 0, 9, 4], dtype=torch.int32)
+    length = torch.tensor([0, 2, 0, 3, 0], dtype=torch.int32)
+    row, pos = expand_segments(start, length)
+    assert row.dtype == pos.dtype == torch.int32
+    assert row.tolist() == [1, 1, 3, 3, 3]
+    assert pos.tolist() == [5, 6, 9, 10, 11]
+    row, pos = expand_segments(torch.tensor([3, 4]), torch.tensor([0, 0]))
+    assert row.numel() == pos.numel() == 0
+
+
+def test_gather_rows_matches_index_select():
+    from rcml_graph.sampling.ops import gather_rows
+
+    index = torch.tensor([2, 0, 2], dtype=torch.int32)
+    for table in (torch.arange(12, dtype=torch.int32).view(3, 4),  # 16-byte rows
+                  torch.arange(6, dtype=torch.int32).view(3, 2),  # 8-byte rows
+                  torch.arange(9).view(3, 3)):  # the plain path
+        assert torch.equal(gather_rows(table, index), table[index.long()])
+    assert gather_rows(torch.arange(12, dtype=torch.int32).view(3, 4), index)[0].tolist() == [8, 9, 10, 11]
+
+
+def test_batch_product_table_known_answer_and_range_reset():
+    from rcml_graph.sampling.products import BatchProductTable
+
+    table = BatchProductTable(10, max_references=8, index_dtype=torch.int32, device=torch.device("cpu"))
+    products, local = table.index(torch.tensor([4, 7, 4, 2, 7], dtype=torch.int32))
+    assert products.tolist() == [4, 7, 2] and products.dtype == torch.long
+    assert local.tolist() == [0, 1, 0, 2, 1]
+    present, where = table.lookup(torch.tensor([2, 3, 4, 9], dtype=torch.int32))
+    assert present.tolist() == [True, False, True, False]
+    assert where[present].tolist() == [2, 0]
+    # the next batch ignores what the previous one left in the table
+    products, local = table.index(torch.tensor([3, 2], dtype=torch.int32))
+    assert products.tolist() == [3, 2] and local.tolist() == [0, 1]
+    assert table.lookup(torch.tensor([4, 7, 2], dtype=torch.int32))[0].tolist() == [False, False, True]
+    # exhaust the value range: the table starts afresh and gives the same answers
+    table._offset = 1
+    products, local = table.index(torch.tensor([5, 5, 1], dtype=torch.int32))
+    assert products.tolist() == [5, 1] and local.tolist() == [0, 0, 1]
+    assert table.lookup(torch.tensor([3, 1], dtype=torch.int32))[0].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("num_hard_negatives,include_self_pairs", [(1, True), (3, True), (2, False), (0, True)])
+def test_int32_and_int64_index_paths_give_identical_batches(num_hard_negatives, include_self_pairs):
+    data, _ = random_graph(4)
+    make = lambda dtype: RelationPairSampler(
+        data, batch_size=5, positives_per_anchor=3, num_hard_negatives=num_hard_negatives,
+        include_self_pairs=include_self_pairs, seed=2, index_dtype=dtype)
+    narrow, wide = make(None), make(torch.long)
+    assert narrow.index_dtype == torch.int32 and wide.index_dtype == torch.long
+    assert narrow.edge_info.dtype == torch.int32 and wide.edge_info.dtype == torch.long
+    batches = list(narrow)
+    assert len(batches) == len(wide) > 3
+    for a, b in zip(batches, wide):
+        assert batches_equal(a, b)
+        for name in ("src", "dst", "desc_id", "hard_neg", "products", "src_local", "dst_local",
+                     "hard_neg_local", "false_negative_index"):
+            assert getattr(a, name).dtype == torch.long  # the batch holds int64 either way
+
+
+def test_bad_index_dtype_raises(graph):
+    with pytest.raises(ValueError, match="index_dtype"):
+        RelationPairSampler(graph, batch_size=2, index_dtype=torch.float32)

@@ -62,18 +62,16 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from rcml_graph.relations import PRODUCT, RELATION_KINDS, check_kind, edge_type
-from rcml_graph.sampling.batch import NO_NEGATIVE, PairBatch
+from rcml_graph.sampling.batch import PairBatch
 from rcml_graph.sampling.cursor import EpochCursor
 from rcml_graph.sampling.negatives import PairContext, draw_hard_negatives
-from rcml_graph.sampling.ops import expand_segments, mix_seed
+from rcml_graph.sampling.ops import expand_segments, gather_rows, mix_seed
+from rcml_graph.sampling.products import BatchProductTable
 
 #: Split code of training edges.
 TRAIN_SPLIT: Final = 0
 
-# Scratch-table value of a product never referenced; batch stamps count down from below it.
-_UNSEEN: Final = torch.iinfo(torch.long).max
-_FIRST_STAMP: Final = (_UNSEEN >> 32) - 1
-_LOW32: Final = (1 << 32) - 1
+_INDEX_DTYPES: Final = (torch.int32, torch.long)
 
 
 class RelationPairSampler(EpochCursor):
@@ -102,6 +100,9 @@ class RelationPairSampler(EpochCursor):
             relation-specific kind first (default 0.5).
         rejection_rounds: draws of each kind per hard-negative column before giving up
             (default 3).
+        index_dtype: dtype of the internal index arithmetic, ``torch.int32`` or
+            ``torch.long`` (default None: int32 where every index fits, which moves half the
+            bytes; the batches are the same either way and always hold int64 indices).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class RelationPairSampler(EpochCursor):
         directed_kinds: Sequence[str] = ("buy_after_viewing",),
         relation_negative_fraction: float = 0.5,
         rejection_rounds: int = 3,
+        index_dtype: torch.dtype | None = None,
     ) -> None:
         for name, value, low in (("batch_size", batch_size, 1),
                                  ("positives_per_anchor", positives_per_anchor, 1),
@@ -129,6 +131,9 @@ class RelationPairSampler(EpochCursor):
         if not 0.0 <= relation_negative_fraction <= 1.0:
             raise ValueError(f"relation_negative_fraction={relation_negative_fraction!r}; "
                              "accepted: a probability in [0, 1]")
+        if index_dtype is not None and index_dtype not in _INDEX_DTYPES:
+            raise ValueError(f"index_dtype={index_dtype!r}; accepted: None, torch.int32 or "
+                             "torch.long")
         for kind in directed_kinds:
             check_kind(kind)
         self.batch_size = batch_size
@@ -145,17 +150,28 @@ class RelationPairSampler(EpochCursor):
         src, dst, desc = self._collect_pairs(data, split, set(directed_kinds))
         self.num_descriptions = max(len(getattr(data, "relation_text", None) or []),
                                     int(desc.max()) + 1 if desc.numel() else 1)
+        # every intermediate index stays below the pool size (category members, sentinel,
+        # CSR pairs) plus one degree, so int32 arithmetic cannot overflow under this bound
+        largest = max(self.num_products + 1 + 2 * src.numel(), self.num_descriptions)
+        fits = largest < 1 << 31
+        if index_dtype is None:
+            index_dtype = torch.int32 if fits else torch.long
+        elif index_dtype == torch.int32 and not fits:
+            raise ValueError(f"index_dtype=torch.int32 but indices reach {largest}; accepted: "
+                             "None or torch.long for this graph")
+        #: dtype of the index structures and the per-batch index arithmetic.
+        self.index_dtype = index_dtype
         self._build_csr(src, dst, desc)
         self._build_categories(data)
         self._build_slots()
         #: category members then every CSR pair's target: the hard-negative candidate pool.
-        self.pool = torch.cat([self.category_members, self._pair_target]).to(self.edge_info.dtype)
+        self.pool = torch.cat([self.category_members, self._pair_target]).to(index_dtype)
         self.relation_offset = self.category_members.numel()
         del self._pair_target
-        # product -> (stamp << 32 | first reference) in the current batch; see _index_products
-        self._first_reference = torch.full((self.num_products,), _UNSEEN, dtype=torch.long,
-                                           device=self.device)
-        self._stamp = _FIRST_STAMP
+        self._build_anchor_info()
+        max_references = batch_size * (1 + positives_per_anchor) * (1 + num_hard_negatives)
+        self._products = BatchProductTable(self.num_products, max_references, index_dtype,
+                                           self.device)
         self.epoch = 0
         self._batch = 0
         self._epoch_cache: tuple[int, Tensor, Tensor] | None = None
@@ -227,10 +243,9 @@ class RelationPairSampler(EpochCursor):
         group_ptr = torch.cat([starts, starts.new_tensor([self.num_pairs])])
         # (M, 4) [target, description, group start, group end] of each pair: one row, so a
         # positive costs one cache miss; int32 where it fits, to halve the footprint.
-        fits = max(self.num_pairs, num_products, num_desc) < 1 << 31
         self.edge_info = torch.stack(
             [dst, desc, group_ptr.index_select(0, group), group_ptr.index_select(0, group + 1)],
-            dim=1).to(torch.int32 if fits else torch.long)
+            dim=1).to(self.index_dtype)
         self._pair_target = dst
 
     def _build_categories(self, data: HeteroData) -> None:
@@ -255,13 +270,29 @@ class RelationPairSampler(EpochCursor):
         degree = self.rowptr[1:] - self.rowptr[:-1]
         k = self.positives_per_anchor
         num_slots = (degree + k - 1) // k
-        #: (S,) anchor and chunk number of each slot.
-        self.slot_anchor = torch.repeat_interleave(
+        slot_anchor = torch.repeat_interleave(
             torch.arange(self.num_products, device=self.device), num_slots)
         first = torch.cumsum(num_slots, 0) - num_slots
-        self.slot_chunk = (torch.arange(self.slot_anchor.numel(), device=self.device)
-                           - first.index_select(0, self.slot_anchor))
-        self.num_slots = self.slot_anchor.numel()
+        slot_chunk = (torch.arange(slot_anchor.numel(), device=self.device)
+                      - first.index_select(0, slot_anchor))
+        # (S, 2) [anchor, chunk] of each slot: one row, one cache miss per slot
+        self._slot_table = torch.stack([slot_anchor, slot_chunk], dim=1).to(self.index_dtype)
+        self.num_slots = slot_anchor.numel()
+
+    @property
+    def slot_anchor(self) -> Tensor:
+        """(S,) anchor of each slot (a view, ``index_dtype``)."""
+        return self._slot_table[:, 0]
+
+    def _build_anchor_info(self) -> None:
+        """(N, 4) [first CSR pair, degree, category start in pool, category size] per product."""
+        has = self.category >= 0
+        category = self.category.clamp_min(0)
+        category_start = self.category_ptr.index_select(0, category)
+        category_size = (self.category_ptr.index_select(0, category + 1) - category_start) * has
+        self._anchor_info = torch.stack(
+            [self.rowptr[:-1], self.rowptr[1:] - self.rowptr[:-1], category_start,
+             category_size], dim=1).to(self.index_dtype)
 
     # ------------------------------------------------------------------ epochs
     def __len__(self) -> int:
@@ -288,55 +319,61 @@ class RelationPairSampler(EpochCursor):
         """Batch ``index`` of epoch ``epoch`` (a pure function of seed, epoch and index)."""
         if not 0 <= index < len(self):
             raise ValueError(f"batch index {index} out of range; accepted: 0..{len(self) - 1}")
-        device = self.device
+        device, index_dtype = self.device, self.index_dtype
         slot_order, rotation = self._epoch_order(epoch)
         generator = self._generator(epoch, index)
         slots = slot_order[index * self.batch_size:(index + 1) * self.batch_size]
         num_slots, k = slots.numel(), self.positives_per_anchor
         # per slot (B,)
-        anchor = self.slot_anchor.index_select(0, slots)
-        chunk = self.slot_chunk.index_select(0, slots)
-        start = self.rowptr.index_select(0, anchor)
-        degree = self.rowptr.index_select(0, anchor + 1) - start
+        anchor, chunk = gather_rows(self._slot_table, slots).unbind(1)
+        anchor_info = gather_rows(self._anchor_info, anchor)  # (B, 4)
+        start, degree = anchor_info[:, 0], anchor_info[:, 1]
         stride = (degree + k - 1) // k  # the anchor's number of slots
         # slot c holds the rotated local positions c, c + n, c + 2n, ... below the degree
         count = (degree - chunk + stride - 1) // stride
-        slot_of_pos, step = expand_segments(torch.zeros_like(count), count)  # (P_pos,)
         # rotated first position, below 2 * degree, so no per-pair modulo is needed
-        offset = chunk + rotation.index_select(0, anchor) % degree
-        local = (offset.index_select(0, slot_of_pos)
-                 + stride.index_select(0, slot_of_pos) * step)
-        slot_degree = degree.index_select(0, slot_of_pos)
+        offset = chunk + (rotation.index_select(0, anchor) % degree).to(index_dtype)
+        slot_of_pos, step = expand_segments(torch.zeros_like(count), count)
+        per_pos = gather_rows(torch.stack([offset, stride, degree, start], dim=1), slot_of_pos)
+        local = per_pos[:, 0] + per_pos[:, 1] * step
+        slot_degree = per_pos[:, 2]
         local -= (local >= slot_degree) * slot_degree
-        edge = start.index_select(0, slot_of_pos) + local
-        info = self._gather_edge_info(edge)  # (4, P_pos): target, desc, group start, group end
+        edge = per_pos[:, 3] + local
         num_pos = edge.numel()
-        if self.include_self_pairs:
-            # a self pair's target is its anchor; the self relation has no CSR group
-            self_info = torch.stack([anchor, torch.zeros_like(anchor), start, start])
-            info = torch.cat([info, self_info], dim=1)
-            slot_of_pair = torch.cat([slot_of_pos, torch.arange(num_slots, device=device)])
-        else:
-            slot_of_pair = slot_of_pos
-        dst, desc, group_start, group_end = info
-        num_pairs = slot_of_pair.numel()
-        src = anchor.index_select(0, slot_of_pair)
+        num_pairs = num_pos + (num_slots if self.include_self_pairs else 0)
+        info = gather_rows(self.edge_info, edge)  # (P_pos, 4): target, desc, group start, end
 
-        # the (anchor, description) group of every relation pair
+        # per pair (P,): the relation pairs, then the self pairs (target = anchor, no group)
+        pair_info = torch.empty(num_pairs, 4, dtype=index_dtype, device=device)
+        pair_info[:num_pos] = info
+        slot_info = torch.stack([anchor, anchor_info[:, 2], anchor_info[:, 3], start], dim=1)
+        pair_slot = torch.empty(num_pairs, 4, dtype=index_dtype, device=device)
+        pair_slot[:num_pos] = gather_rows(slot_info, slot_of_pos)
+        if self.include_self_pairs:
+            pair_info[num_pos:, 0] = anchor
+            pair_info[num_pos:, 1] = 0
+            pair_info[num_pos:, 2:] = start[:, None]
+            pair_slot[num_pos:] = slot_info
+        src, dst = pair_slot[:, 0], pair_info[:, 0]
+        group_start, group_end = pair_info[:, 2], pair_info[:, 3]
+
+        # the (anchor, description) group of every relation pair; a pair's own target is a
+        # member already at hand, so only the other members are read from the pool (the
+        # pair's own slot reads pool[0], which stays in cache)
         nbr_row, nbr_pos = expand_segments(group_start, group_end - group_start)
-        nbr = self.pool.index_select(0, nbr_pos + self.relation_offset).long()
+        pair_edge = torch.zeros(num_pairs, dtype=index_dtype, device=device)
+        pair_edge[:num_pos] = edge
+        own = nbr_pos == pair_edge.index_select(0, nbr_row)
+        other = self.pool.index_select(0, (nbr_pos + self.relation_offset) * ~own)
+        nbr = other + own * (dst.index_select(0, nbr_row) - other)
 
         if self.num_hard_negatives:
-            category = self.category.index_select(0, anchor)
-            cat_index = category.clamp_min(0)
-            cat_start = self.category_ptr.index_select(0, cat_index)
-            cat_size = torch.where(category >= 0,
-                                   self.category_ptr.index_select(0, cat_index + 1) - cat_start,
-                                   0)
-            per_slot = lambda x: x.index_select(0, slot_of_pair)
-            context = PairContext(src=src, category_start=per_slot(cat_start),
-                                  category_size=per_slot(cat_size), pair_start=per_slot(start),
-                                  degree=per_slot(degree), group_start=group_start,
+            pair_degree = torch.empty(num_pairs, dtype=index_dtype, device=device)
+            pair_degree[:num_pos] = per_pos[:, 2]
+            pair_degree[num_pos:] = degree[:num_pairs - num_pos]
+            context = PairContext(src=src, category_start=pair_slot[:, 1],
+                                  category_size=pair_slot[:, 2], pair_start=pair_slot[:, 3],
+                                  degree=pair_degree, group_start=group_start,
                                   group_end=group_end)
             hard_neg, hard_kind = draw_hard_negatives(
                 context, self.pool, self.relation_offset,
@@ -344,80 +381,44 @@ class RelationPairSampler(EpochCursor):
                 relation_fraction=self.relation_negative_fraction, nbr_row=nbr_row, nbr=nbr,
                 generator=generator)
         else:
-            hard_neg = torch.zeros(num_pairs, 0, dtype=torch.long, device=device)
+            hard_neg = torch.zeros(num_pairs, 0, dtype=index_dtype, device=device)
             hard_kind = hard_neg.to(torch.int8)
-        products, inverse, fn_index = self._index_products(anchor, dst, hard_neg, nbr_row, nbr,
-                                                           num_pos)
+        # references: anchors, relation targets (self pairs' targets are their anchors), hard
+        # negatives (a missing one stands in as its pair's target, present anyway)
+        missing = hard_neg < 0
+        stand_in = hard_neg + missing * (dst[:, None] + 1)
+        products, local = self._products.index(
+            torch.cat([anchor, dst[:num_pos], stand_in.flatten()]))
+        anchor_local = local[:num_slots]
+        src_local = torch.empty(num_pairs, dtype=torch.long, device=device)
+        src_local[:num_pos] = anchor_local.index_select(0, slot_of_pos)
+        src_local[num_pos:] = anchor_local[:num_pairs - num_pos]
+        dst_local = torch.empty(num_pairs, dtype=torch.long, device=device)
+        dst_local[:num_pos] = local[num_slots:num_slots + num_pos]
+        dst_local[num_pos:] = anchor_local[:num_pairs - num_pos]
+        hard_neg_local = (local[num_slots + num_pos:].view_as(hard_neg).long() + 1) * ~missing - 1
         return PairBatch(
-            src=src, dst=dst, desc_id=desc,
+            src=src.long(), dst=dst.long(), desc_id=pair_info[:, 1].long(),
             is_self=torch.arange(num_pairs, device=device) >= num_pos,
-            hard_neg=hard_neg, hard_neg_kind=hard_kind, products=products,
-            src_local=inverse[:num_slots].index_select(0, slot_of_pair),
-            dst_local=inverse[num_slots:num_slots + num_pairs],
-            hard_neg_local=torch.where(hard_neg >= 0,
-                                       inverse[num_slots + num_pairs:].view_as(hard_neg),
-                                       NO_NEGATIVE),
-            false_negative_index=fn_index)
+            hard_neg=hard_neg.long(), hard_neg_kind=hard_kind, products=products,
+            src_local=src_local, dst_local=dst_local, hard_neg_local=hard_neg_local,
+            false_negative_index=self._false_negative_index(nbr_row, nbr, dst_local, num_pos))
 
-    def _gather_edge_info(self, edge: Tensor) -> Tensor:
-        """(4, E) int64 rows of ``edge_info`` for CSR pairs ``edge``.
-
-        An int32 row is 16 bytes: viewed as one complex128 it moves in a single gather, which
-        is several times faster than a 2-D ``index_select``.
-        """
-        if self.edge_info.dtype == torch.int32:
-            rows = self.edge_info.view(torch.complex128).view(-1).index_select(0, edge)
-            rows = rows.view(torch.int32).view(-1, self.edge_info.shape[1])
-        else:
-            rows = self.edge_info.index_select(0, edge)
-        return rows.T.to(torch.long, memory_format=torch.contiguous_format)
-
-    def _index_products(self, anchor: Tensor, dst: Tensor, hard_neg: Tensor, nbr_row: Tensor,
-                        nbr: Tensor, num_pos: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Unique products, the local index of each reference, false-negative coordinates.
-
-        References are ``cat([anchor, dst, hard_neg])``. A product-sized scratch table holds
-        ``stamp << 32 | first reference`` for each product (an order-independent ``amin``
-        scatter, so deterministic on GPU too); stamps count down per batch, so entries left
-        by earlier batches lose the ``amin`` and fail the stamp test, and the table is never
-        cleared. Deduplication and the neighbour join thus cost a few gathers per entry and
-        no sort.
-        """
-        device = self.device
-        num_slots, num_pairs = anchor.numel(), dst.numel()
-        # a missing hard negative stands in as its pair's target (present anyway)
-        stand_in = torch.where(hard_neg >= 0, hard_neg, dst[:, None]).flatten()
-        # self pairs' targets are their anchors, so they are not listed again
-        every = torch.cat([anchor, dst[:num_pos], stand_in])
-        position = torch.arange(every.numel(), device=device)
-        stamp = self._next_stamp()
-        table = self._first_reference
-        table.scatter_reduce_(0, every, position + (stamp << 32), reduce="amin")
-        first = table.index_select(0, every) & _LOW32
-        nbr_entry = table.index_select(0, nbr)
-        is_first = first == position
-        local_of_first = torch.cumsum(is_first, 0) - 1
-        reference_local = local_of_first.index_select(0, first)
-        products = torch.empty(int(local_of_first[-1]) + 1, dtype=torch.long, device=device)
-        # every writer of a slot writes the same product, so the race is harmless
-        products.scatter_(0, reference_local, every)
-        # (B + P + P*H,) local index of anchors, targets (self pairs: their anchors), hard
-        anchor_local = reference_local[:num_slots]
-        inverse = torch.cat([anchor_local, reference_local[num_slots:num_slots + num_pos],
-                             anchor_local[:num_pairs - num_pos],
-                             reference_local[num_slots + num_pos:]])
-        # relation pairs: group members present in the batch; self pairs: the anchor itself
-        matched = torch.nonzero((nbr_entry >> 32) == stamp).flatten()
-        rows = torch.cat([nbr_row.index_select(0, matched),
-                          torch.arange(num_pos, num_pairs, device=device)])
-        cols = torch.cat([local_of_first.index_select(
-                              0, nbr_entry.index_select(0, matched) & _LOW32),
-                          inverse[num_slots + num_pos:num_slots + num_pairs]])
-        return products, inverse, torch.stack([rows, cols])
-
-    def _next_stamp(self) -> int:
-        self._stamp -= 1
-        if self._stamp < 0:  # after 2^31 batches: start the table afresh
-            self._first_reference.fill_(_UNSEEN)
-            self._stamp = _FIRST_STAMP - 1
-        return self._stamp
+    def _false_negative_index(self, nbr_row: Tensor, nbr: Tensor, dst_local: Tensor,
+                              num_pos: int) -> Tensor:
+        """(2, F) int64 ``(pair, local product)``: relation pairs' group members present in
+        the batch (in ``nbr`` order), then each self pair's anchor."""
+        device = nbr.device
+        present, member_local = self._products.lookup(nbr)
+        num_self = dst_local.numel() - num_pos
+        position = torch.cumsum(present, 0, dtype=nbr_row.dtype)
+        num_rel = int(position[-1]) if position.numel() else 0
+        num_fn = num_rel + num_self
+        # compact the present members into both rows at once; absent ones land in slot 2F
+        out = torch.empty(2 * num_fn + 1, dtype=torch.long, device=device)
+        target = ((position - 1 - 2 * num_fn) * present + 2 * num_fn).long()
+        out.scatter_(0, target, nbr_row.long())
+        out.scatter_(0, target + num_fn * present, member_local.long())
+        out[num_rel:num_fn] = torch.arange(num_pos, num_pos + num_self, device=device)
+        out[num_fn + num_rel:2 * num_fn] = dst_local[num_pos:]
+        return out[:2 * num_fn].view(2, num_fn)
