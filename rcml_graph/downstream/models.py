@@ -91,7 +91,7 @@ class LinkPredictor(nn.Module):
     Args:
         in_channels: Node feature size ``F``.
         metadata: ``graph.metadata()`` of the message-passing graph (``sage`` only).
-        model: ``sage`` (``to_hetero(SAGEEncoder)`` over every relation edge type, summed) or
+        model: ``sage`` (``to_hetero(SAGEEncoder)`` over every relation edge type, combined by ``relation_aggr``) or
             ``mlp`` (the features through an MLP, no message passing).
         hidden_channels: Embedding size ``H`` (default 128).
         num_layers: Layers of the encoder (default 2).
