@@ -4,24 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rcml_graph.model import ProductFeatures, RCMLHead
+from rcml_graph.model import RCMLHead
 from rcml_graph.model.query_operator import QueryOperator
 
-D, DI, DT = 8, 6, 5
-
-
-def _products(num_products: int = 4, seed: int = 0) -> ProductFeatures:
-    g = torch.Generator().manual_seed(seed)
-    has_image = torch.ones(num_products, dtype=torch.bool)
-    has_image[2] = False
-    return ProductFeatures(
-        image_global=torch.randn(num_products, D, generator=g),
-        image_tokens=torch.randn(num_products, 3, DI, generator=g),
-        text_global=torch.randn(num_products, D, generator=g),
-        text_tokens=torch.randn(num_products, 4, DT, generator=g),
-        text_mask=torch.ones(num_products, 4, dtype=torch.bool),
-        has_image=has_image,
-    )
+from tests.model.test_rcml_head import D, DI, DT, _products  # the same hand-built products
 
 
 def _head(query_operator: bool = True, **kwargs: object) -> RCMLHead:
