@@ -258,9 +258,12 @@ def _paraphrased_retrieval(encoder: RelationEncoder, data: HeteroData, edges: Re
     Same queries and negatives as ``retrieval`` / ``retrieval_sensitive`` (same generators), so
     the ``paraphrased`` subset compares directly with their ``all`` subset: what the model keeps
     when the relation is worded in a way it never saw. Needs an encoder that can embed new
-    descriptions (``add_description``); others are skipped.
+    descriptions (``add_description``, and ``accepts_new_descriptions`` not False); others are
+    skipped.
     """
     add = getattr(encoder, "add_description", None)
+    if not getattr(encoder, "accepts_new_descriptions", True):  # e.g. a relation-ids head
+        add = None
     texts = list(getattr(data, "relation_text", []) or [])
     if add is None or not texts:
         say("paraphrased descriptions: the encoder cannot embed new descriptions; skipped")

@@ -151,9 +151,14 @@ class ConditionedEncoder:
         tokens = {k: v.to(self.device) for k, v in backbone.tokenize([text]).items()}
         return backbone.encode_text(tokens).global_emb[0].float()
 
+    @property
+    def accepts_new_descriptions(self) -> bool:
+        """Whether :meth:`add_description` works: a head that reads descriptions (or none)."""
+        return self.head.global_only or self.head.relation_encoder.mode == "description"
+
     def add_description(self, text: str) -> int:
         """Append a new description to the table; returns its relation id for :meth:`encode`."""
-        if self.head.relation_encoder.mode != "description" and not self.head.global_only:
+        if not self.accepts_new_descriptions:
             raise ValueError(f"relation mode {self.head.relation_encoder.mode!r} cannot take a new "
                              "description; accepted: a head trained with relation_mode='description'")
         row = self.encode_description(text)[None, :]

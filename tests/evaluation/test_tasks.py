@@ -214,6 +214,16 @@ def test_paraphrased_descriptions_rows(graph):
     blind = run_tasks(data, edges, BlindEncoder(), "blind", 0, settings)
     assert not any(r.extra.get("subset") == "paraphrased" for r in blind)
 
+    class IdsOracle(ParaphraseOracle):  # has add_description but says it cannot (a relation-ids head)
+        accepts_new_descriptions = False
+
+        def add_description(self, text):
+            raise ValueError("relation mode 'ids' cannot take a new description")
+
+    ids = run_tasks(data, edges, IdsOracle(data.relation_text), "ids", 0, settings)
+    assert not any(r.extra.get("subset") == "paraphrased" for r in ids)
+    assert any(r.task == "retrieval" for r in ids)
+
 
 def test_paraphrase_known_answers():
     from rcml_graph.relations import describe, paraphrase
