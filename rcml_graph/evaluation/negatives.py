@@ -18,6 +18,7 @@ from torch import Tensor
 
 from rcml_graph.eval.metrics import sample_negatives
 from rcml_graph.evaluation.edges import RelationEdges, is_member
+from rcml_graph.sampling.ops import expand_segments
 
 __all__ = ["NegativeSet", "random_negatives", "sensitive_negatives"]
 
@@ -90,13 +91,6 @@ def _csr(keys: Tensor, size: int) -> tuple[Tensor, Tensor]:
     return order, ptr
 
 
-def _expand_ranges(starts: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Flat ``(row, position)`` for rows with ranges ``starts[i] : starts[i] + counts[i]``."""
-    rows = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-    offsets = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
-    return rows, starts[rows] + offsets
-
-
 def sensitive_negatives(
     edges: RelationEdges,
     sources: Tensor,
@@ -138,7 +132,7 @@ def sensitive_negatives(
     nbr_dst = torch.cat([edges.target, edges.source])
     nbr_desc = torch.cat([edges.desc_id, edges.desc_id])
     order, ptr = _csr(nbr_src, num_nodes)
-    rows0, pos0 = _expand_ranges(ptr[sources], ptr[sources + 1] - ptr[sources])
+    rows0, pos0 = expand_segments(ptr[sources], ptr[sources + 1] - ptr[sources])
     cand0 = nbr_dst[order[pos0]]
     keep0 = nbr_desc[order[pos0]] != desc_ids[rows0]
 
@@ -155,7 +149,7 @@ def sensitive_negatives(
     sizes = torch.where(valid_query, member_ptr[group_index + 1] - member_ptr[group_index], 0)
     # A group no larger than ``draws`` is taken whole; a larger one is sampled with replacement.
     whole = sizes <= draws
-    rows_whole, pos_whole = _expand_ranges(member_ptr[group_index], torch.where(whole, sizes, 0))
+    rows_whole, pos_whole = expand_segments(member_ptr[group_index], torch.where(whole, sizes, 0))
     rows_drawn = torch.repeat_interleave(torch.arange(num_queries), torch.where(whole, 0, draws))
     pick = (torch.rand(rows_drawn.numel(), generator=generator) * sizes[rows_drawn]).long()
     rows1 = torch.cat([rows_whole, rows_drawn])
