@@ -27,6 +27,7 @@ from torch_geometric.data import HeteroData
 
 from rcml_graph.backbones import build_backbone
 from rcml_graph.model.variants import get_variant
+from rcml_graph.schema import TrainConfig
 from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_type
 from rcml_graph.training import (
     HeadOptions,
@@ -68,6 +69,33 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def loss_options(head: torch.nn.Module, args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments ``rcml_graph.training.loop`` gives :func:`pair_loss` (training defaults
+    unless overridden on the command line)."""
+    return {"conditioned": not head.global_only, "random_negatives": args.random_negatives,
+            "w_global": args.w_global}
+
+
+def profile_steps(label: str, step, batches: list, device: torch.device) -> None:
+    """torch.profiler over ``batches``: the top operators by device time (CPU time on CPU) and the
+    number of operator calls per step, printed (stderr) for the benchmark log."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        for b in batches:
+            step(b)
+        sync(device)
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    calls = sum(e.count for e in events)
+    print(f"--- profile {label}: {len(batches)} steps, {calls / max(len(batches), 1):.0f} operator calls per step",
+          file=sys.stderr)
+    print(events.table(sort_by=sort, row_limit=25), file=sys.stderr)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+
+
 def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source: TensorFeatures,
                   table: torch.Tensor, device: torch.device) -> dict[str, float]:
     variant = get_variant(name)
@@ -78,17 +106,21 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
     loss_fn = build_loss(variant)
     # CLIP gets the same number of products per batch as RCML touches (anchors + targets).
     batch = args.batch if pairs == "relations" else args.batch * 2
-    sampler = build_sampler(data, pairs, batch_size=batch, positives_per_anchor=4, seed=0, device=device)
+    sampler = build_sampler(data, pairs, batch_size=batch, positives_per_anchor=4, seed=0, device=device,
+                            hard_negatives=args.hard_negatives)
     batches = [sampler.batch_at(0, i) for i in range(min(len(sampler), args.steps + args.warmup))]
+    options = loss_options(head, args)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     num_pairs = num_products = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for i, b in enumerate(batches):
         if i == args.warmup:
             sync(device)
             start = time.perf_counter()
             num_pairs = num_products = 0
         with amp:
-            loss, _, n = pair_loss(head, loss_fn, b, source, table, table.shape[0], device)
+            loss, _, n = pair_loss(head, loss_fn, b, source, table, table.shape[0], device, **options)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -97,8 +129,17 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
     sync(device)
     elapsed = time.perf_counter() - start
     steps = len(batches) - args.warmup
+    if args.profile:
+        def one_step(b):
+            with amp:
+                loss, _, _ = pair_loss(head, loss_fn, b, source, table, table.shape[0], device, **options)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        profile_steps(f"frozen {name}", one_step, batches[:args.profile], device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"pairs_per_s": num_pairs / elapsed, "products_per_s": num_products / elapsed,
-            "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps}
+            "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps, "peak_gpu_gib": peak}
 
 
 def finetune_source(name: str, num_products: int, num_descriptions: int, trainable_last_blocks: int,
@@ -139,11 +180,22 @@ def bench_finetune(name: str, args: argparse.Namespace, device: torch.device) ->
                                     seed=0, device=device)
         else:
             sampler = build_sampler(data, "relations", batch_size=args.ft_batch, positives_per_anchor=4, seed=0,
-                                    device=device)
+                                    device=device, hard_negatives=args.hard_negatives)
         total = args.ft_steps + args.ft_warmup
         batches = [sampler.batch_at(epoch, i) for epoch in range(total // max(len(sampler), 1) + 1)
                    for i in range(len(sampler))][:total]
         amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        options = loss_options(head, args)
+
+        def one_step(b):
+            with amp:
+                table = step_description_table(head, source, None, b.desc_id, device)
+                loss, _, n = pair_loss(head, loss_fn, b, source, table, source.num_relations, device, **options)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            return n
+
         num_pairs = num_products = 0
         start = time.perf_counter()
         for i, b in enumerate(batches):
@@ -151,15 +203,11 @@ def bench_finetune(name: str, args: argparse.Namespace, device: torch.device) ->
                 sync(device)
                 start = time.perf_counter()
                 num_pairs = num_products = 0
-            with amp:
-                table = step_description_table(head, source, None, b.desc_id, device)
-                loss, _, n = pair_loss(head, loss_fn, b, source, table, source.num_relations, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            num_pairs += n
+            num_pairs += one_step(b)
             num_products += b.products.numel()
         sync(device)
+        if args.profile:
+            profile_steps(f"finetune {name} {variant_name}", one_step, batches[:args.profile], device)
         elapsed = time.perf_counter() - start
         steps = len(batches) - args.ft_warmup
         if products_per_step is None:
@@ -197,10 +245,26 @@ def main() -> None:
     parser.add_argument("--ft-warmup", type=int, default=1)
     parser.add_argument("--trainable-last-blocks", type=int, default=1)
     parser.add_argument("--skip-frozen", action="store_true", help="fine-tune mode only")
+    defaults = TrainConfig()
+    parser.add_argument("--hard-negatives", type=int, default=defaults.hard_negatives,
+                        help="sampler hard negatives per relation pair (training default)")
+    parser.add_argument("--random-negatives", type=int, default=defaults.random_negatives,
+                        help="in-batch negatives per relation pair, conditioned heads (training default)")
+    parser.add_argument("--w-global", type=float, default=defaults.w_global,
+                        help="weight of the relation-free auxiliary loss, conditioned heads (training default)")
+    parser.add_argument("--profile", type=int, default=0, help="profile this many steps per variant (stderr)")
+    parser.add_argument("--sdpa-backends", default=None,
+                        help="comma-separated SDPBackend names for the relation attention, or 'torch' for "
+                             "PyTorch's own choice (default: RelationCrossAttention.sdpa_backends)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.sdpa_backends:
+        from rcml_graph.model.attention import RelationCrossAttention
+
+        RelationCrossAttention.sdpa_backends = (None if args.sdpa_backends == "torch"
+                                                else tuple(args.sdpa_backends.split(",")))
     device = torch.device(args.device)
     data = random_graph(args.products, args.degree, args.descriptions)
     source = TensorFeatures(random_features(args.products, args.dim, args.image_tokens, args.text_tokens,
@@ -210,7 +274,7 @@ def main() -> None:
     table = torch.randn(args.descriptions, args.dim, device=device)
 
     sampler = build_sampler(data, "relations", batch_size=args.batch, positives_per_anchor=4, seed=0,
-                            device=device)
+                            device=device, hard_negatives=args.hard_negatives)
     n = min(len(sampler), 50)
     sync(device)
     start = time.perf_counter()
@@ -229,6 +293,9 @@ def main() -> None:
     if not args.skip_frozen:
         results["frozen"] = {name: bench_variant(name, args, data, source, table, device)
                              for name in ("rcml", "clip")}
+    del source, table, sampler  # the frozen feature table can fill most of a GPU
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     results["finetune"] = {name: bench_finetune(name, args, device)
                            for name in args.ft_backbones.split(",") if name}
     text = json.dumps(results, indent=2)

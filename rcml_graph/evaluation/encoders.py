@@ -72,10 +72,12 @@ def conditions_targets(encoder: RelationEncoder) -> bool:
 
 
 def _normalised(views: ViewEmbeddings) -> ViewEmbeddings:
+    """L2-normalised float32 views on the CPU: the encoder may run on a GPU, the suite's ranking,
+    probes and classifiers (scikit-learn) work on host tensors."""
     return ViewEmbeddings(
-        F.normalize(views.image.float(), dim=-1),
-        F.normalize(views.text.float(), dim=-1),
-        views.image_valid.bool(),
+        F.normalize(views.image.float(), dim=-1).cpu(),
+        F.normalize(views.text.float(), dim=-1).cpu(),
+        views.image_valid.bool().cpu(),
     )
 
 

@@ -38,7 +38,9 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+    """Inverse of :func:`capture_rng_state`. The states are host tensors whatever device the
+    checkpoint was mapped to (``load_checkpoint(map_location="cuda")`` moves them)."""
+    state = _to_cpu(state)
     python = state["python"]
     random.setstate((python[-1], tuple(python[:-1]), state["python_gauss"]))
     numpy_state = state["numpy"]
@@ -54,6 +56,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
