@@ -238,3 +238,27 @@ def test_explicit_negatives_join_the_forward_rows_known_value() -> None:
     torch.testing.assert_close(total, torch.tensor((forward + backward) / 2))
     with pytest.raises(ValueError, match="neg_image must be"):
         loss(a, a, b, b, SCALE, neg_image=neg[0], neg_text=neg[0])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_single_positive_path_equals_bool_positive_path(seed):
+    """Index targets take a shorter path; value and gradient equal the general (bool) path,
+    with false negatives, invalid rows and invalid columns (some positives invalid)."""
+    g = torch.Generator().manual_seed(seed)
+    for trial in range(40):
+        n = int(torch.randint(1, 9, (), generator=g))
+        m = n + int(torch.randint(0, 5, (), generator=g))
+        logits = (torch.randn(n, m, generator=g) * 3).requires_grad_()
+        targets = torch.randint(0, m, (n,), generator=g) if trial % 3 else torch.arange(n)
+        fn = torch.rand(n, m, generator=g) < 0.3 if trial % 2 else None
+        rows = torch.rand(n, generator=g) < 0.8 if trial % 4 else None
+        cols = torch.rand(m, generator=g) < 0.85 if trial % 5 else None
+        fast = info_nce(logits, targets, fn, rows, cols)
+        (fast_grad,) = torch.autograd.grad(fast, logits)
+        positive = torch.zeros(n, m, dtype=torch.bool)
+        positive[torch.arange(n), targets] = True
+        general = info_nce(logits, positive, fn, rows, cols)
+        (general_grad,) = torch.autograd.grad(general, logits)
+        assert torch.isfinite(fast) and torch.isfinite(fast_grad).all()
+        torch.testing.assert_close(fast, general)
+        torch.testing.assert_close(fast_grad, general_grad)
