@@ -129,6 +129,31 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
     sync(device)
     elapsed = time.perf_counter() - start
     steps = len(batches) - args.warmup
+    result = {"pairs_per_s": num_pairs / elapsed, "products_per_s": num_products / elapsed,
+              "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps}
+    if args.loop_steps:
+        # Steps drawing batches live from the sampler, as the training loop does, with and
+        # without a prefetching worker: how much of the sampler's time the step hides.
+        for prefetch in (0, 1):
+            sampler.prefetch = prefetch
+            sampler.set_epoch(1)
+            iterator = iter(sampler)
+            next(iterator)
+            sync(device)
+            tic, live_pairs, live_steps = time.perf_counter(), 0, 0
+            for b in iterator:
+                with amp:
+                    loss, _, n = pair_loss(head, loss_fn, b, source, table, table.shape[0], device, **options)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                live_pairs, live_steps = live_pairs + n, live_steps + 1
+                if live_steps == args.loop_steps:
+                    break
+            sync(device)
+            iterator.close()
+            result[f"live_pairs_per_s_prefetch{prefetch}"] = live_pairs / (time.perf_counter() - tic)
+        sampler.prefetch = 0
     if args.profile:
         def one_step(b):
             with amp:
@@ -137,9 +162,8 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
             loss.backward()
             optimizer.step()
         profile_steps(f"frozen {name}", one_step, batches[:args.profile], device)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"pairs_per_s": num_pairs / elapsed, "products_per_s": num_products / elapsed,
-            "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps, "peak_gpu_gib": peak}
+    result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return result
 
 
 def finetune_source(name: str, num_products: int, num_descriptions: int, trainable_last_blocks: int,
@@ -253,6 +277,8 @@ def main() -> None:
     parser.add_argument("--w-global", type=float, default=defaults.w_global,
                         help="weight of the relation-free auxiliary loss, conditioned heads (training default)")
     parser.add_argument("--profile", type=int, default=0, help="profile this many steps per variant (stderr)")
+    parser.add_argument("--loop-steps", type=int, default=0,
+                        help="also time this many steps drawing batches live, without and with prefetch")
     parser.add_argument("--sdpa-backends", default=None,
                         help="comma-separated SDPBackend names for the relation attention, or 'torch' for "
                              "PyTorch's own choice (default: RelationCrossAttention.sdpa_backends)")

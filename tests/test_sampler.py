@@ -411,3 +411,24 @@ def test_int32_and_int64_index_paths_give_identical_batches(num_hard_negatives, 
 def test_bad_index_dtype_raises(graph):
     with pytest.raises(ValueError, match="index_dtype"):
         RelationPairSampler(graph, batch_size=2, index_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("prefetch", [1, 3])
+def test_prefetch_gives_the_same_batches_and_resume_position(prefetch):
+    data, _ = random_graph(5)
+    plain = RelationPairSampler(data, batch_size=4, num_hard_negatives=2, seed=3)
+    ahead = RelationPairSampler(data, batch_size=4, num_hard_negatives=2, seed=3)
+    ahead.prefetch = prefetch
+    for epoch in range(2):
+        a, b = list(plain), list(ahead)
+        assert len(a) == len(b) == len(plain) and all(batches_equal(x, y) for x, y in zip(a, b))
+        assert plain.state_dict() == ahead.state_dict() == {"seed": 3, "epoch": epoch + 1, "batch": 0}
+    # stopping part-way (a kill, max_steps) leaves the position of the batches handed out
+    iterator = iter(ahead)
+    taken = [next(iterator) for _ in range(2)]
+    iterator.close()
+    assert ahead.state_dict() == {"seed": 3, "epoch": 2, "batch": 2}
+    resumed = RelationPairSampler(data, batch_size=4, num_hard_negatives=2, seed=3)
+    resumed.load_state_dict(ahead.state_dict())
+    rest = list(resumed)
+    assert all(batches_equal(x, plain.batch_at(2, i)) for i, x in enumerate(taken + rest))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from rcml_graph.sampling.batch import PairBatch
@@ -45,10 +47,38 @@ class EpochCursor:
             raise ValueError(f"state batch {batch} out of range; accepted: 0..{len(self)}")
         self.epoch, self._batch = int(state["epoch"]), batch
 
+    #: Batches computed ahead on a worker thread while the caller works on the current one
+    #: (0: none). Batches are pure functions of ``(seed, epoch, index)``, so prefetching changes
+    #: neither the batches nor the resume position (:meth:`state_dict` counts batches handed
+    #: out, not computed). One worker calls :meth:`batch_at` at a time.
+    prefetch: int = 0
+
     def __iter__(self) -> Iterator[PairBatch]:
         """The remaining batches of the current epoch; afterwards the next epoch is current."""
+        if self.prefetch > 0:
+            yield from self._prefetching()
+            return
         while self._batch < len(self):
             batch = self.batch_at(self.epoch, self._batch)
             self._batch += 1
             yield batch
         self.epoch, self._batch = self.epoch + 1, 0
+
+    def _prefetching(self) -> Iterator[PairBatch]:
+        epoch, following = self.epoch, self._batch
+        pending: deque[Future[PairBatch]] = deque()
+        # torch's own DataLoader would need a Dataset and worker processes for what is one call
+        # per batch here; a single thread keeps the order and the device tensors in-process.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch") as pool:
+            try:
+                while self._batch < len(self):
+                    while following < len(self) and len(pending) <= self.prefetch:
+                        pending.append(pool.submit(self.batch_at, epoch, following))
+                        following += 1
+                    batch = pending.popleft().result()
+                    self._batch += 1
+                    yield batch
+            finally:
+                for future in pending:
+                    future.cancel()
+        self.epoch, self._batch = epoch + 1, 0
