@@ -155,6 +155,9 @@ class TrainConfig:
     pairs: str = "auto"
     epochs: int = 10
     lr: float = 1e-3
+    #: Learning rate of the backbone in fine-tune mode (its own AdamW parameter groups, same
+    #: warmup/cosine schedule); null trains it at ``lr``. Ignored in frozen mode.
+    backbone_lr: Optional[float] = None
     weight_decay: float = 0.2
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0

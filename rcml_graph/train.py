@@ -8,8 +8,11 @@
 Frozen mode (``train.backbone=frozen``, the default) reads the token cache written by
 ``python -m rcml_graph.features``. Fine-tune mode (``train.backbone=finetune``) runs the backbone
 on the products' images (``domain.image_dir``) and texts every step, training its last
-``train.trainable_last_blocks`` blocks per tower with the head (one process; no cache needed;
-``train.preload_features`` decodes every image into memory once). Outputs go to Hydra's run
+``train.trainable_last_blocks`` blocks per tower with the head (no cache needed;
+``train.preload_features`` decodes every image into memory once; ``train.backbone_lr`` gives the
+backbone its own learning rate). Both modes run under ``torchrun``: each rank trains on its
+share of every global batch's pairs and the gradients of the head and of a fine-tuned backbone
+are all-reduced (torch ``DistributedDataParallel``). Outputs go to Hydra's run
 folder (or ``train.run_dir``): ``metrics.csv``, ``tensorboard/``, ``checkpoints/{last,best}.pt``
 and ``metrics.json``.
 """
@@ -145,10 +148,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     t = cfg.train
     if t.backbone not in BACKBONE_MODES:
         raise ValueError(f"unknown train.backbone {t.backbone!r}; accepted: {', '.join(BACKBONE_MODES)}")
+    backbone_lr = t.backbone_lr
+    if backbone_lr is not None and t.backbone != "finetune":
+        log.warning("train.backbone_lr=%s is ignored: train.backbone=%s has no trainable backbone",
+                    backbone_lr, t.backbone)
+        backbone_lr = None
+    if backbone_lr is not None and not backbone_lr > 0:
+        raise ValueError(f"train.backbone_lr={backbone_lr}; accepted: a positive learning rate, or "
+                         "null to train the backbone at train.lr")
     dist_info = init_distributed()
-    if t.backbone == "finetune" and dist_info.enabled:
-        raise ValueError("train.backbone='finetune' runs in one process (the backbone's gradients "
-                         "are not all-reduced); accepted under torchrun: train.backbone=frozen")
     seed_everything(t.seed, t.deterministic)
     device = resolve_device(t.device)
     if device.type == "cuda" and dist_info.enabled:
@@ -205,7 +213,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "cfg": OmegaConf.to_container(cfg, resolve=True),
     }
     options = FitOptions(
-        epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+        epochs=t.epochs, lr=t.lr, backbone_lr=backbone_lr, weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
         min_lr_ratio=t.min_lr_ratio, grad_clip=t.grad_clip, patience=t.patience, monitor=t.monitor,
         max_steps=t.max_steps, stop_after_epoch=t.stop_after_epoch,
         graph_false_negatives=t.graph_false_negatives, random_negatives=t.random_negatives,

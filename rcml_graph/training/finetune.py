@@ -4,7 +4,8 @@
 with the same fields, token layout and dims, but by running the (partly trainable) backbone on
 the step's unique products: their images (decoded and resized once, as the cache builder's PIL
 path does; normalised on the device each step) and their tokenised texts. ``fit`` trains it with
-the head because it is an ``nn.Module``; its state is part of every checkpoint.
+the head because it is an ``nn.Module`` (under DDP its gradients are all-reduced with the head's);
+its state is part of every checkpoint.
 
 Relation descriptions go through the same text tower: re-encoded each step (only those the
 step uses) when the text tower has trainable parameters, encoded once and cached otherwise

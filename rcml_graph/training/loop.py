@@ -1,6 +1,10 @@
 """The training loop: epochs of pair batches, AdamW + warmup/cosine, clipping, validation,
 early stopping, checkpoints and resumption, optional DDP.
 
+Under DDP each rank computes the loss of its shard of every global batch's pairs (the loss
+gathers the embeddings of all ranks); the head and a trainable backbone run inside one
+``DistributedDataParallel`` forward, so the gradients of both are all-reduced.
+
 Resumption is exact at epoch boundaries: a checkpoint holds the head (and trainable backbone),
 optimizer, scheduler, grad scaler, epoch, step, sampler position, early-stopping state, RNG
 states and the run configuration (a JSON string, so ``torch.load(weights_only=True)`` reads it).
@@ -64,6 +68,9 @@ class FitOptions:
     Attributes:
         epochs: maximum number of epochs.
         lr, weight_decay: AdamW settings.
+        backbone_lr: learning rate of a trainable backbone (``source`` an ``nn.Module``) in
+            its own parameter groups, on the same warmup/cosine schedule; None trains it at
+            ``lr`` (one set of groups for head and backbone).
         warmup_steps: linear warm-up steps before the cosine decay.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
         grad_clip: max global gradient norm (None: no clipping).
@@ -85,6 +92,7 @@ class FitOptions:
 
     epochs: int = 10
     lr: float = 1e-3
+    backbone_lr: float | None = None
     weight_decay: float = 0.2
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
@@ -116,6 +124,63 @@ def _trainable_modules(head: nn.Module, source: FeatureSource) -> nn.ModuleDict:
     if isinstance(source, nn.Module):
         modules["backbone"] = source
     return modules
+
+
+def _build_optimizer(modules: nn.ModuleDict, options: FitOptions) -> tuple[torch.optim.AdamW, int | None]:
+    """AdamW over head and backbone, and the index of the backbone's first parameter group
+    (None: no group of its own). With ``options.backbone_lr`` the backbone's parameters form
+    their own groups at that rate; the scheduler scales every group alike."""
+    if options.backbone_lr is None or "backbone" not in modules:
+        return build_optimizer(modules, options.lr, options.weight_decay), None
+    backbone = modules["backbone"]
+    optimizer = build_optimizer(modules["head"], options.lr, options.weight_decay)
+    if not any(p.requires_grad for p in backbone.parameters()):
+        return optimizer, None
+    first = len(optimizer.param_groups)
+    for group in build_optimizer(backbone, options.backbone_lr, options.weight_decay).param_groups:
+        optimizer.add_param_group(group)
+    return optimizer, first
+
+
+class _StepLoss(nn.Module):
+    """A training step's forward as one module: the backbone (when it trains) encodes the
+    products and descriptions, the head embeds the pairs, the loss scores them.
+
+    ``DistributedDataParallel`` all-reduces the gradients of the parameters of the module it
+    wraps that are used inside its ``forward``; wrapping the head alone would leave a
+    trainable backbone, which runs before the head, out of the reduction.
+
+    Args:
+        head (RCMLHead): the head.
+        loss_fn (RCMLLoss): the contrastive loss.
+        source (FeatureSource): product features; registered as a submodule when it is an
+            ``nn.Module`` (a trainable backbone).
+        num_relations (int): size of the description table.
+        options (FitOptions): the loop settings (negatives, false-negative masking,
+            ``w_global``).
+
+    Shapes:
+        - **input:** a :class:`PairBatch` of ``P`` pairs, the ``(R, D)`` description table
+          (or None), the slice of pairs this rank trains on (None: all) and the device.
+        - **output:** ``(loss, terms, number of pairs)`` of :func:`pair_loss`.
+    """
+
+    def __init__(self, head: RCMLHead, loss_fn: RCMLLoss, source: FeatureSource, num_relations: int,
+                 options: FitOptions) -> None:
+        super().__init__()
+        self.head = head
+        self.loss_fn = loss_fn
+        self.source = source  # a submodule when it is a trainable backbone
+        self.num_relations = num_relations
+        self.options = options
+
+    def forward(self, batch: PairBatch, description_table: Tensor | None, pairs: slice | None,
+                device: torch.device) -> tuple[Tensor, dict[str, Tensor], int]:
+        step_table = step_description_table(self.head, self.source, description_table, batch.desc_id, device)
+        return pair_loss(self.head, self.loss_fn, batch, self.source, step_table, self.num_relations,
+                         device, self.options.graph_false_negatives, pairs,
+                         conditioned=not self.head.global_only,
+                         random_negatives=self.options.random_negatives, w_global=self.options.w_global)
 
 
 def fit(
@@ -153,13 +218,25 @@ def fit(
         config: the run configuration, stored in checkpoints (JSON-serialisable).
         resume: a checkpoint to continue from (None: a fresh run).
         device: where to train.
-        dist_info: this process's DDP rank (None: single process).
+        dist_info: this process's DDP rank (None: single process). Every rank gets the same
+            global batches and trains on its shard of their pairs; gradients of the head and
+            of a trainable ``source`` are all-reduced, and only rank 0 writes files.
 
     Raises:
+        ValueError: ``options.backbone_lr`` is not positive, or is set for a source that
+            does not train; ``resume`` has other optimizer groups than this run (a different
+            ``backbone_lr`` setting).
         RuntimeError: the loss became NaN/inf; the message names epoch and step, and the
             last good checkpoint is left as it was.
     """
     options = options or FitOptions()
+    if options.backbone_lr is not None:
+        if not options.backbone_lr > 0:
+            raise ValueError(f"backbone_lr={options.backbone_lr}; accepted: a positive learning rate, "
+                             "or None to train the backbone at lr")
+        if not isinstance(source, nn.Module):
+            raise ValueError(f"backbone_lr={options.backbone_lr} but the feature source "
+                             f"({type(source).__name__}) has no trainable backbone; accepted: None")
     dist_info = dist_info or DistInfo()
     device = torch.device(device)
     run_dir = Path(run_dir)
@@ -167,11 +244,14 @@ def fit(
     config_json = json.dumps(config or {}, sort_keys=True, default=str)
 
     modules = _trainable_modules(head, source)
-    model: nn.Module = head
+    step_loss: nn.Module = _StepLoss(head, loss_fn, source, num_relations, options)
     if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            head, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = build_optimizer(modules, options.lr, options.weight_decay)
+        # A trainable backbone may leave parameters out of a step's graph (the image tower
+        # when no product of the batch has an image), which DDP must be told to expect.
+        step_loss = nn.parallel.DistributedDataParallel(
+            step_loss, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters="backbone" in modules)
+    optimizer, backbone_group = _build_optimizer(modules, options)
     steps_per_epoch = len(sampler)
     total_steps = options.epochs * steps_per_epoch
     if options.max_steps is not None:
@@ -187,6 +267,12 @@ def fit(
     metrics_out: dict[str, float] = {}
     if resume is not None:
         state = load_checkpoint(resume, map_location=device)
+        saved_groups = len(state["optimizer"]["param_groups"])
+        if saved_groups != len(optimizer.param_groups):
+            raise ValueError(
+                f"{resume} holds {saved_groups} optimizer parameter groups but this run builds "
+                f"{len(optimizer.param_groups)} (backbone_lr={options.backbone_lr}); accepted: "
+                "resume with the backbone_lr setting (set or None) the checkpoint was trained with")
         modules.load_state_dict(state["modules"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -255,12 +341,7 @@ def fit(
                     kept = batch.num_pairs
                 autocast = torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()
                 with autocast:
-                    step_table = step_description_table(head, source, description_table, batch.desc_id, device)
-                    loss, terms, _ = pair_loss(model, loss_fn, batch, source, step_table,
-                                               num_relations, device, options.graph_false_negatives,
-                                               shard, conditioned=not head.global_only,
-                                               random_negatives=options.random_negatives,
-                                               w_global=options.w_global)
+                    loss, terms, _ = step_loss(batch, description_table, shard, device)
                 if not torch.isfinite(loss):
                     last = ckpt_dir / LAST
                     kept_msg = f"the last good checkpoint {last} is kept" if last.is_file() else \
@@ -287,7 +368,10 @@ def fit(
                     elapsed = max(time.perf_counter() - epoch_start, 1e-9)
                     progress.set_postfix(loss=f"{loss_value:.4f}", pairs_s=f"{pairs_seen / elapsed:.0f}")
                 if step % options.log_every == 0:
-                    logger.log({"train/loss": loss_value, "train/lr": scheduler.get_last_lr()[0],
+                    rates = {"train/lr": scheduler.get_last_lr()[0]}
+                    if backbone_group is not None:
+                        rates["train/backbone_lr"] = scheduler.get_last_lr()[backbone_group]
+                    logger.log({"train/loss": loss_value, **rates,
                                 **{f"train/{k}": float(v) for k, v in terms.items()}}, step, epoch)
                 if options.max_steps is not None and step >= options.max_steps:
                     finished = True

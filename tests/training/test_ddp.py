@@ -1,4 +1,5 @@
-"""Two gloo processes at the same global batch train the same weights as one process."""
+"""Two gloo processes at the same global batch train the same weights as one process, with the
+frozen token features and with a fine-tuned (tiny) backbone."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch_geometric.data import HeteroData
 
+from rcml_graph.backbones import build_backbone
 from rcml_graph.model.variants import get_variant
 from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_type
 from rcml_graph.training import (
@@ -23,7 +26,9 @@ from rcml_graph.training import (
     head_kwargs,
     random_features,
 )
+from rcml_graph.training.checkpoint import load_checkpoint
 from rcml_graph.training.distributed import DistInfo
+from rcml_graph.training.finetune import BackboneFeatures, ProductImages
 from rcml_graph.training.setup import build_head
 
 NUM_PRODUCTS = 12
@@ -46,11 +51,53 @@ def ring_graph() -> HeteroData:
     return data
 
 
+def tiny_source() -> BackboneFeatures:
+    """The tiny backbone (last block per tower trainable) over the ring's 12 products; random
+    32 px images, products 3 and 8 without one."""
+    torch.manual_seed(0)
+    backbone = build_backbone("tiny")
+    pixels = torch.randint(0, 256, (NUM_PRODUCTS, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    has_image = torch.ones(NUM_PRODUCTS, dtype=torch.bool)
+    has_image[[3, 8]] = False
+    texts = [f"product {i}: a {'red' if i % 2 else 'blue'} item of kind {i % 3}" for i in range(NUM_PRODUCTS)]
+    return BackboneFeatures(backbone, texts, ProductImages.from_tensor(pixels, has_image),
+                            ring_graph().relation_text, trainable_last_blocks=1)
+
+
+def run_finetune(rank: int, world_size: int, out: str) -> None:
+    """Two steps of fine-tuning the tiny backbone with the head, the backbone at its own lr."""
+    source = tiny_source()
+    with torch.no_grad():
+        descriptions = source.encode_descriptions()
+    variant = get_variant("rcml")
+    torch.manual_seed(0)
+    head = build_head(head_kwargs(variant, HeadOptions(d_model=8, num_heads=2), source.embed_dim,
+                                  source.image_token_dim, source.text_token_dim, 3))
+    sampler = build_sampler(ring_graph(), "relations", batch_size=6, positives_per_anchor=1, seed=0)
+    options = FitOptions(epochs=1, max_steps=2, lr=1e-2, backbone_lr=5e-3, warmup_steps=1,
+                         graph_false_negatives=False, validate_before=False, show_progress=False,
+                         tensorboard=False, patience=None)
+    metrics = fit(head, build_loss(variant), sampler, source, None, Path(out) / f"finetune_w{world_size}",
+                  num_relations=3, description_table=descriptions, options=options,
+                  dist_info=DistInfo(rank, world_size, rank))
+    if rank == 0:
+        torch.save({"head": head.state_dict(), "backbone": source.state_dict(), "step": metrics["step"],
+                    "loss": metrics["train/epoch_loss"]}, Path(out) / f"finetune{world_size}.pt")
+
+
 def run(rank: int, world_size: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     if world_size > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    run_frozen(rank, world_size, out)
+    run_finetune(rank, world_size, out)
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def run_frozen(rank: int, world_size: int, out: str) -> None:
     torch.manual_seed(0)
     table = random_features(NUM_PRODUCTS, embed_dim=8, token_dim=8, generator=torch.Generator().manual_seed(1))
     descriptions = torch.randn(3, 8, generator=torch.Generator().manual_seed(2))
@@ -67,8 +114,6 @@ def run(rank: int, world_size: int, port: int, out: str) -> None:
     if rank == 0:
         torch.save({"params": head.state_dict(), "step": metrics["step"],
                     "loss": metrics["train/epoch_loss"]}, Path(out) / f"result{world_size}.pt")
-    if world_size > 1:
-        dist.destroy_process_group()
 
 
 def free_port() -> int:
@@ -77,9 +122,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path):
-    run(0, 1, 0, str(tmp_path))
-    mp.spawn(run, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """One process, then two gloo processes, each training the frozen and the fine-tune run."""
+    out = tmp_path_factory.mktemp("ddp")
+    run(0, 1, 0, str(out))
+    mp.spawn(run, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    return out
+
+
+def test_two_gloo_ranks_match_one_process(runs):
+    tmp_path = runs
     one = torch.load(tmp_path / "result1.pt", weights_only=True)
     two = torch.load(tmp_path / "result2.pt", weights_only=True)
     assert one["step"] == two["step"] == 8.0  # 24 directed pairs / 6 slots per batch, 2 epochs
@@ -93,3 +146,26 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
         assert torch.allclose(value, two["params"][name], atol=1e-3), name
         moved |= name in initial.state_dict() and not torch.allclose(value, initial.state_dict()[name])
     assert moved  # training changed the weights, so the match is not trivial
+
+
+def test_two_gloo_ranks_fine_tune_the_backbone_like_one_process(runs):
+    one = torch.load(runs / "finetune1.pt", weights_only=True)
+    two = torch.load(runs / "finetune2.pt", weights_only=True)
+    assert one["step"] == two["step"] == 2.0
+    assert abs(one["loss"] - two["loss"]) < 1e-5
+    initial = tiny_source().state_dict()
+    tuned = ["backbone.text_blocks.1.linear1.weight", "backbone.image_blocks.1.linear1.weight",
+             "backbone.text_proj.weight", "backbone.image_proj.weight"]
+    for name in tuned:  # the image tower trains too: most products have an image
+        assert not torch.allclose(one["backbone"][name], initial[name]), name
+    assert torch.equal(two["backbone"]["backbone.text_blocks.0.linear1.weight"],
+                       initial["backbone.text_blocks.0.linear1.weight"])
+    for part in ("head", "backbone"):
+        assert one[part].keys() == two[part].keys()
+        for name, value in one[part].items():
+            # 2 steps: the runs differ by ~3e-6 (float summation order)
+            assert torch.allclose(value, two[part][name], atol=1e-4), f"{part}.{name}"
+    # Rank 0's checkpoint holds the tuned backbone.
+    saved = load_checkpoint(runs / "finetune_w2" / "checkpoints" / "last.pt")["modules"]
+    for name, value in two["backbone"].items():
+        assert torch.equal(saved[f"backbone.{name}"], value), name

@@ -215,3 +215,34 @@ def test_train_resume_restores_the_backbone_and_evaluation_uses_it(demo, tmp_pat
         torch.testing.assert_close(encoder.description_table, encoder.source.encode_descriptions())
     with pytest.raises(ValueError, match="cache_dir"):
         ConditionedEncoder.from_checkpoint(path, cache_dir=demo["root"] / "demo" / "features" / "tiny")
+
+
+def test_backbone_lr_puts_the_backbone_in_its_own_groups_on_the_same_schedule(demo, tmp_path):
+    common = ("train.epochs=1", "train.max_steps=1", "train.pairs=self", "train.batch_size=50",
+              "train.lr=3e-3", "train.min_lr_ratio=0.5", "train.val_max_queries=20")
+    train(make_cfg(demo, tmp_path / "split", *common, "train.backbone_lr=1e-4"))
+    train(make_cfg(demo, tmp_path / "default", *common))
+    trainable = sum(p.requires_grad for p in make_source(demo).parameters())
+
+    def groups(run: str) -> list[dict]:
+        return load_checkpoint(tmp_path / run / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+
+    split = groups("split")
+    base = {group["initial_lr"] for group in split}
+    assert base == {3e-3, 1e-4}
+    backbone_params = sum(len(g["params"]) for g in split if g["initial_lr"] == 1e-4)
+    assert backbone_params == trainable > 0
+    # one schedule: after the run's last step every group is at min_lr_ratio of its rate
+    assert all(abs(g["lr"] - 0.5 * g["initial_lr"]) < 1e-12 for g in split)
+    assert {group["initial_lr"] for group in groups("default")} == {3e-3}
+
+    # A checkpoint resumes only with its own grouping.
+    with pytest.raises(ValueError, match="optimizer parameter groups"):
+        train(make_cfg(demo, tmp_path / "other", *common, "train.epochs=2", "train.max_steps=2",
+                       f"train.resume={tmp_path / 'split' / 'checkpoints' / 'last.pt'}"))
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-4"])
+def test_backbone_lr_must_be_positive(demo, tmp_path, value):
+    with pytest.raises(ValueError, match=rf"train.backbone_lr={float(value)}; accepted: a positive"):
+        train(make_cfg(demo, tmp_path, f"train.backbone_lr={value}"))
