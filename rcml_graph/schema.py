@@ -173,6 +173,9 @@ class TrainConfig:
     #: Sampler hard negatives per pair (same category / linked under another relation),
     #: embedded under the pair's relation; every variant trained on relation pairs gets them.
     hard_negatives: int = 4
+    #: Batches the sampler computes ahead on a worker thread while a step runs (0: none);
+    #: the batches and the resume position are the same either way.
+    prefetch_batches: int = 1
     #: In-batch products per pair embedded under the pair's relation (conditioned heads only).
     random_negatives: int = 16
     #: Auxiliary loss on a conditioned head's relation-free views, every in-batch candidate

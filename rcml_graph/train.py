@@ -196,6 +196,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     sampler = build_sampler(data, pairs, batch_size=t.batch_size,
                             positives_per_anchor=t.positives_per_anchor, seed=t.seed,
                             hard_negatives=t.hard_negatives)
+    if t.prefetch_batches < 0:
+        raise ValueError(f"train.prefetch_batches={t.prefetch_batches!r}; accepted: an integer >= 0")
+    sampler.prefetch = t.prefetch_batches
     validator = RetrievalValidator(data, num_negatives=t.val_negatives, seed=t.val_seed,
                                    max_queries=t.val_max_queries)
 

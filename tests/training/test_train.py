@@ -118,6 +118,11 @@ def test_bad_backbone_mode_is_named(demo, tmp_path):
         train(make_cfg(demo, tmp_path, "train.backbone=sideways"))
 
 
+def test_bad_prefetch_is_named(demo, tmp_path):
+    with pytest.raises(ValueError, match="prefetch_batches=-1"):
+        train(make_cfg(demo, tmp_path, "train.prefetch_batches=-1"))
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo, tmp_path, monkeypatch):
     train(make_cfg(demo, tmp_path, "train.epochs=1", "train.patience=null"))
     last = tmp_path / "checkpoints" / "last.pt"
