@@ -132,12 +132,14 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
     result = {"pairs_per_s": num_pairs / elapsed, "products_per_s": num_products / elapsed,
               "steps_per_s": steps / elapsed, "pairs_per_step": num_pairs / steps}
     if args.loop_steps:
-        # Steps drawing batches live from the sampler, as the training loop does, with and
+        # Steps drawing batches live from a CPU sampler, as rcml_graph.train does, with and
         # without a prefetching worker: how much of the sampler's time the step hides.
+        live = build_sampler(data, pairs, batch_size=batch, positives_per_anchor=4, seed=0, device="cpu",
+                             hard_negatives=args.hard_negatives)
         for prefetch in (0, 1):
-            sampler.prefetch = prefetch
-            sampler.set_epoch(1)
-            iterator = iter(sampler)
+            live.prefetch = prefetch
+            live.set_epoch(1)
+            iterator = iter(live)
             next(iterator)
             sync(device)
             tic, live_pairs, live_steps = time.perf_counter(), 0, 0
@@ -153,7 +155,6 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
             sync(device)
             iterator.close()
             result[f"live_pairs_per_s_prefetch{prefetch}"] = live_pairs / (time.perf_counter() - tic)
-        sampler.prefetch = 0
     if args.profile:
         def one_step(b):
             with amp:
