@@ -111,6 +111,15 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
     batches = [sampler.batch_at(0, i) for i in range(min(len(sampler), args.steps + args.warmup))]
     options = loss_options(head, args)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def one_step(b) -> int:
+        with amp:
+            loss, _, n = pair_loss(head, loss_fn, b, source, table, table.shape[0], device, **options)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return n
+
     num_pairs = num_products = 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -119,12 +128,7 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
             sync(device)
             start = time.perf_counter()
             num_pairs = num_products = 0
-        with amp:
-            loss, _, n = pair_loss(head, loss_fn, b, source, table, table.shape[0], device, **options)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        num_pairs += n
+        num_pairs += one_step(b)
         num_products += b.products.numel()
     sync(device)
     elapsed = time.perf_counter() - start
@@ -144,24 +148,13 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
             sync(device)
             tic, live_pairs, live_steps = time.perf_counter(), 0, 0
             for b in iterator:
-                with amp:
-                    loss, _, n = pair_loss(head, loss_fn, b, source, table, table.shape[0], device, **options)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                live_pairs, live_steps = live_pairs + n, live_steps + 1
+                live_pairs, live_steps = live_pairs + one_step(b), live_steps + 1
                 if live_steps == args.loop_steps:
                     break
             sync(device)
             iterator.close()
             result[f"live_pairs_per_s_prefetch{prefetch}"] = live_pairs / (time.perf_counter() - tic)
     if args.profile:
-        def one_step(b):
-            with amp:
-                loss, _, _ = pair_loss(head, loss_fn, b, source, table, table.shape[0], device, **options)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
         profile_steps(f"frozen {name}", one_step, batches[:args.profile], device)
     result["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return result

@@ -40,7 +40,7 @@ for s in $STEPS; do
         --warmup 3 --ft-backbones tiny,clip_b32 --ft-products 4096 --ft-batch 128 --ft-steps 10 --ft-warmup 2 \
         --trainable-last-blocks 12 --out "$OUTDIR/train_gpu.json" ;;
     tests)
-      step tests_gpu 400 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py tests/training/test_train_gpu.py ;;
+      step tests_gpu 400 python3 -m pytest -m gpu -q -p no:cacheprovider ;;
     torchrun)
       tmp=$(mktemp -d)
       step torchrun_build 200 python3 scripts/build_graph.py domain=demo "paths.data_root=$tmp" \

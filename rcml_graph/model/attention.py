@@ -74,9 +74,9 @@ class RelationCrossAttention(nn.Module):
     #: ``scaled_dot_product_attention`` backends to allow (names of
     #: :class:`torch.nn.attention.SDPBackend`); None lets PyTorch choose. cuDNN is left out by
     #: default: training batches change shape every step and cuDNN builds an execution plan per
-    #: shape. Measured on an H100 (benchmarks/results/train_gpu_frozen_*.json, RCML frozen step at
-    #: batch 1024 with training defaults): 2.97 steps/s with PyTorch's choice (cuDNN), 8.53 with
-    #: these.
+    #: shape. Measured on an H100 (RCML frozen step at batch 1024 with training defaults):
+    #: 2.97 steps/s with PyTorch's choice (cuDNN), 8.60 with these
+    #: (benchmarks/results/train_h100_frozen_torch_sdpa.json, train_h100_frozen.json).
     sdpa_backends: tuple[str, ...] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
     def _sdpa_context(self) -> contextlib.AbstractContextManager:
