@@ -1,8 +1,12 @@
 """Downstream link prediction: ``python -m rcml_graph.linkpred domain=<name> linkpred.features=<source>``.
 
-``linkpred.features``: ``rcml``/``clip`` (embeddings exported from a checkpoint,
-``linkpred.checkpoint=<checkpoint file or export folder>``), ``backbone`` (frozen backbone
-globals from the feature cache, else computed with the zero-shot encoder) or ``random``.
+``linkpred.features``: ``rcml``/``rcml_symmetric``/``clip``/``unconditioned`` (embeddings
+exported from a checkpoint, ``linkpred.checkpoint=<checkpoint file or export folder>``),
+``backbone`` (frozen backbone globals from the feature cache, else computed with the zero-shot
+encoder) or ``random``. ``rcml`` is asymmetric: a pair's source reads the export's query-side
+views and its target the target-side views (the export must have a query side);
+``rcml_symmetric`` gives both endpoints the target-side views (the model before the query
+operator existed).
 Trains every ``linkpred.models`` (``sage``, ``mlp``) for every seed, appends long-form rows to
 ``<linkpred.results_dir>/<domain>/results.json`` and the run folder, and writes ``results.md``.
 """
@@ -33,6 +37,7 @@ from rcml_graph.downstream import (
     linkpred_rows,
     load_embeddings,
     message_passing_graph,
+    query_key,
     random_features,
     train_and_evaluate,
     view_features,
@@ -84,30 +89,51 @@ def _backbone_features(cfg: DictConfig, data: HeteroData) -> Tensor:
     return view_features(encode_global(encoder, torch.arange(int(data[PRODUCT].num_nodes))))
 
 
-def _exported_features(cfg: DictConfig, data: HeteroData, source: str) -> Tensor:
-    """``rcml``: global + every kind's conditioned embedding, concatenated; ``clip``: global."""
-    default_dir = Path(cfg.paths.data_root) / cfg.domain.name / "embeddings" / source
+#: Export folder (and on-the-fly export label) of each exported feature source.
+_EXPORT_METHOD = {"rcml": "rcml", "rcml_symmetric": "rcml", "clip": "clip", "unconditioned": "unconditioned"}
+
+NodeFeatures = tuple[Tensor, Tensor | None]
+
+
+def _exported_features(cfg: DictConfig, data: HeteroData, source: str) -> NodeFeatures:
+    """``(target-role features, source-role features or None)`` of an exported source.
+
+    ``rcml``: global + every kind's target-side view for targets, global + every kind's
+    query-side view for sources; ``rcml_symmetric``: the target-side ones for both (None);
+    ``clip``/``unconditioned``: the global view.
+    """
+    method = _EXPORT_METHOD[source]
+    default_dir = Path(cfg.paths.data_root) / cfg.domain.name / "embeddings" / method
     path = Path(cfg.linkpred.checkpoint) if cfg.linkpred.checkpoint else default_dir
     expected = graph_hash(cfg.domain.processed_dir)
     if path.is_file() and path.suffix != ".safetensors":
-        path = export_checkpoint(path, data, default_dir, method=source, graph_sha256=expected,
+        path = export_checkpoint(path, data, default_dir, method=method, graph_sha256=expected,
                                  device=cfg.linkpred.device)
     export = load_embeddings(path, expected_graph_sha256=expected)
-    keys = ["global"]
-    if source == "rcml":
-        keys += [f"kind/{kind}" for kind in RELATION_KINDS if f"kind/{kind}" in export.tensors]
-    return embedding_features(export.tensors, keys)
+    if not source.startswith("rcml"):
+        return embedding_features(export.tensors, ["global"]), None
+    kind_keys = [f"kind/{kind}" for kind in RELATION_KINDS if f"kind/{kind}" in export.tensors]
+    target = embedding_features(export.tensors, ["global", *kind_keys])
+    if source == "rcml_symmetric":
+        return target, None
+    if not export.manifest.get("query_side"):
+        raise ValueError(f"linkpred.features=rcml needs query-side views, and the export in {path} has none "
+                         "(its head has no query operator, or it was exported before they were); accepted: "
+                         "linkpred.features=rcml_symmetric, or an export of a query-operator checkpoint")
+    return target, embedding_features(export.tensors, ["global", *[query_key(key) for key in kind_keys]])
 
 
-def node_features(cfg: DictConfig, data: HeteroData, seed: int, cached: dict[str, Tensor]) -> Tensor:
-    """The ``(N, F)`` features of ``cfg.linkpred.features`` (random ones drawn per seed)."""
+def node_features(cfg: DictConfig, data: HeteroData, seed: int, cached: dict[str, NodeFeatures]) -> NodeFeatures:
+    """``(x, x_source)`` of ``cfg.linkpred.features``: ``(N, F)`` features and, for the asymmetric
+    ``rcml``, the ``(N, F)`` source-role ones (else None). Random ones are drawn per seed."""
     source = cfg.linkpred.features
     if source not in FEATURE_SOURCES:
         raise ValueError(f"unknown linkpred.features {source!r}; accepted: {', '.join(FEATURE_SOURCES)}")
     if source == "random":
-        return random_features(int(data[PRODUCT].num_nodes), cfg.linkpred.random_dim, seed)
+        return random_features(int(data[PRODUCT].num_nodes), cfg.linkpred.random_dim, seed), None
     if source not in cached:
-        cached[source] = _backbone_features(cfg, data) if source == "backbone" else _exported_features(cfg, data, source)
+        cached[source] = ((_backbone_features(cfg, data), None) if source == "backbone"
+                          else _exported_features(cfg, data, source))
     return cached[source]
 
 
@@ -131,16 +157,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     data = load_graph(cfg.domain.processed_dir)
     out_dir = _run_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cached: dict[str, Tensor] = {}
+    cached: dict[str, NodeFeatures] = {}
     structure = message_passing_graph(data, torch.zeros(int(data[PRODUCT].num_nodes), 1))
     message_edges = torch.cat([s.edge_index for s in structure.edge_stores], dim=1)
     rows: list[ResultRow] = []
     for seed in seeds:
         evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
                       for split in ("val", "test")}
-        x = node_features(cfg, data, seed, cached)
+        x, x_source = node_features(cfg, data, seed, cached)
         for model_name in cfg.linkpred.models:
-            outcome = train_and_evaluate(data, x, model_name, settings, seed, evaluation, log=log.info)
+            outcome = train_and_evaluate(data, x, model_name, settings, seed, evaluation, log=log.info,
+                                         x_source=x_source)
             log.info("%s/%s seed %d: test mrr heart %.4f uniform %.4f (best epoch %d)", method, model_name, seed,
                      outcome.metrics["heart"]["mrr"], outcome.metrics["uniform"]["mrr"], outcome.best_epoch)
             rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind)

@@ -2,8 +2,9 @@
 
 Export a trained encoder's per-product embeddings (:func:`export_embeddings`), attach them to
 the graph as node features (:func:`attach_embeddings`) or compute them for any products and
-relation string (:func:`conditioned_embeddings`), and train/evaluate a PyG link predictor on
-held-out edges (:func:`train_and_evaluate`, full-batch or mini-batch through
+relation string (:func:`conditioned_embeddings`; ``as_query=True`` for the source side of a
+query-operator head), and train/evaluate a PyG link predictor (symmetric, or asymmetric with
+source-role features) on held-out edges (:func:`train_and_evaluate`, full-batch or mini-batch through
 :class:`NeighborSampler`) with HeaRT-style hard negatives and uniform random ones.
 """
 
@@ -14,8 +15,10 @@ from rcml_graph.downstream.export import (
     export_checkpoint,
     export_embeddings,
     graph_hash,
+    has_query_side,
     kind_description_ids,
     load_embeddings,
+    query_key,
 )
 from rcml_graph.downstream.features import (
     FEATURE_NORMS,
@@ -68,6 +71,7 @@ __all__ = [
     "export_checkpoint",
     "export_embeddings",
     "graph_hash",
+    "has_query_side",
     "heart_negatives",
     "held_out_pair_keys",
     "kind_description_ids",
@@ -76,6 +80,7 @@ __all__ = [
     "message_passing_graph",
     "normalize_features",
     "pair_keys",
+    "query_key",
     "random_features",
     "random_pair_negatives",
     "resolve_mode",

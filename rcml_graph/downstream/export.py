@@ -4,9 +4,15 @@ An export folder (``datasets/<domain>/embeddings/<method>/``) holds
 
 - ``embeddings.safetensors``: ``(N, D)`` float32 tensors keyed ``global`` (relation-free),
   ``kind/<kind>`` (conditioned on that kind's generic description, or its most frequent one)
-  and ``description/<i>`` (conditioned on the ``i``-th requested description string);
+  and ``description/<i>`` (conditioned on the ``i``-th requested description string): the
+  *target* side of a relation, as candidates are embedded. When the encoder has a query side
+  (a head with a query operator, see :func:`has_query_side`) also ``query/kind/<kind>`` and
+  ``query/description/<i>``: the same views as the *source* of a query, through the operator
+  (``encode_query``). A pair ``(u, v)`` under relation ``r`` is scored
+  ``query/<r>[u] . <r>[v]`` by such a model, so both sides are needed downstream.
 - ``manifest.json``: written last; the checkpoint's path and sha256, the graph's hash, the
-  description behind every key and every tensor's shape.
+  description behind every key, every tensor's shape, the side of every key (``sides``:
+  ``global``/``target``/``query``) and the query key of each target key (``query_keys``).
 
 Every vector is the fused embedding of the evaluation suite
 (:func:`rcml_graph.evaluation.encoders.fused_embedding`): the L2-normalised sum of the text and
@@ -28,7 +34,13 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from rcml_graph.data.graph_io import read_manifest
-from rcml_graph.evaluation.encoders import RelationEncoder, encode_global, encode_pairs, fused_embedding
+from rcml_graph.evaluation.encoders import (
+    RelationEncoder,
+    encode_global,
+    encode_pairs,
+    encodes_queries,
+    fused_embedding,
+)
 from rcml_graph.io_utils import atomic_path, atomic_write_json, sha256_file, sha256_json
 from rcml_graph.relations import GENERIC_TEMPLATES, PRODUCT, RELATION_KINDS, edge_type
 
@@ -41,15 +53,40 @@ __all__ = [
     "export_checkpoint",
     "export_embeddings",
     "graph_hash",
+    "has_query_side",
     "kind_description_ids",
     "load_embeddings",
+    "query_key",
 ]
 
 log = logging.getLogger(__name__)
 
 EMBEDDINGS_FILE = "embeddings.safetensors"
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+#: 2 added the query-side keys (``query/...``) and the manifest's ``sides``/``query_keys``.
+FORMAT_VERSION = 2
+#: Prefix of a query-side key: ``query/kind/<kind>`` is the source side of ``kind/<kind>``.
+QUERY_PREFIX = "query/"
+
+
+def query_key(key: str) -> str:
+    """The query-side key of a target-side export key (``kind/x`` -> ``query/kind/x``)."""
+    if key == "global" or key.startswith(QUERY_PREFIX):
+        raise ValueError(f"{key!r} has no query side; accepted: a kind/<kind> or description/<i> key")
+    return QUERY_PREFIX + key
+
+
+def has_query_side(encoder: RelationEncoder) -> bool:
+    """Whether ``encoder`` embeds the source of a query differently from its targets.
+
+    True for an encoder with ``encode_query`` unless it says it has no query operator
+    (``encoder.head.has_query_operator`` False: a symmetric head, whose ``encode_query`` is
+    ``encode``).
+    """
+    if not encodes_queries(encoder):
+        return False
+    head = getattr(encoder, "head", None)
+    return bool(getattr(head, "has_query_operator", True))
 
 
 @dataclass(frozen=True)
@@ -105,30 +142,8 @@ def _num_relations(encoder: RelationEncoder, data: HeteroData) -> int:
     return max(len(data.relation_text), int(getattr(encoder, "num_relations", 0) or 0))
 
 
-def conditioned_embeddings(
-    encoder: RelationEncoder,
-    data: HeteroData,
-    products: Tensor,
-    relation: str | int | None,
-    batch_size: int = 1024,
-) -> Tensor:
-    """Fused embeddings of ``products`` ``(B,)`` conditioned on one relation -> ``(B, D)``.
-
-    Args:
-        encoder: A :class:`RelationEncoder` (e.g. ``ConditionedEncoder.from_checkpoint(path)``).
-        data: The graph the encoder was trained on (for its description table).
-        products: Product indices.
-        relation: ``None`` for relation-free embeddings; a relation kind (``"also_bought"``,
-            its generic description); a description id; a description string (one of
-            ``data.relation_text``, or a new string if the encoder has ``add_description``).
-        batch_size: Distinct products per encoder call.
-
-    Raises:
-        ValueError: an unknown kind or id, or a new string for an encoder that cannot embed it.
-    """
-    products = products.long()
-    if relation is None:
-        return fused_embedding(encode_global(encoder, products, batch_size))
+def _relation_id(encoder: RelationEncoder, data: HeteroData, relation: str | int) -> int:
+    """The description id behind a kind, a known description, a new string or an id."""
     if isinstance(relation, str):
         if relation in RELATION_KINDS:
             kinds = kind_description_ids(data)
@@ -148,8 +163,43 @@ def conditioned_embeddings(
     num_relations = _num_relations(encoder, data)
     if not 0 <= relation_id < num_relations:
         raise ValueError(f"relation id {relation_id} out of range [0, {num_relations})")
+    return relation_id
+
+
+def conditioned_embeddings(
+    encoder: RelationEncoder,
+    data: HeteroData,
+    products: Tensor,
+    relation: str | int | None,
+    batch_size: int = 1024,
+    as_query: bool = False,
+) -> Tensor:
+    """Fused embeddings of ``products`` ``(B,)`` conditioned on one relation -> ``(B, D)``.
+
+    Args:
+        encoder: A :class:`RelationEncoder` (e.g. ``ConditionedEncoder.from_checkpoint(path)``).
+        data: The graph the encoder was trained on (for its description table).
+        products: Product indices.
+        relation: ``None`` for relation-free embeddings; a relation kind (``"also_bought"``,
+            its generic description); a description id; a description string (one of
+            ``data.relation_text``, or a new string if the encoder has ``add_description``).
+        batch_size: Distinct products per encoder call.
+        as_query: Embed the products as the *source* of a query under ``relation`` (through
+            the encoder's query operator; the target-side view for an encoder without one).
+
+    Raises:
+        ValueError: an unknown kind or id, a new string for an encoder that cannot embed it, or
+            ``as_query`` without a relation.
+    """
+    products = products.long()
+    if relation is None:
+        if as_query:
+            raise ValueError("as_query=True needs a relation; the relation-free (global) view has no query side")
+        return fused_embedding(encode_global(encoder, products, batch_size))
+    relation_id = _relation_id(encoder, data, relation)
     ids = torch.full_like(products, relation_id)
-    return fused_embedding(encode_pairs(encoder, products, ids, num_relations, batch_size))
+    return fused_embedding(encode_pairs(encoder, products, ids, _num_relations(encoder, data), batch_size,
+                                       as_query=as_query))
 
 
 def export_embeddings(
@@ -164,6 +214,9 @@ def export_embeddings(
     batch_size: int = 1024,
 ) -> Path:
     """Embed every product (global, per kind, per requested description) and write the export.
+
+    With an encoder that has a query side (:func:`has_query_side`) every conditioned key also
+    gets its query-side twin (``query/kind/<kind>``, ``query/description/<i>``).
 
     Args:
         encoder: The model.
@@ -183,13 +236,25 @@ def export_embeddings(
     num_products = int(data[PRODUCT].num_nodes)
     products = torch.arange(num_products)
     tensors: dict[str, Tensor] = {"global": conditioned_embeddings(encoder, data, products, None, batch_size)}
+    sides = {"global": "global"}
+    query_side = has_query_side(encoder)
+
+    def add(key: str, relation_id: int) -> None:
+        tensors[key] = conditioned_embeddings(encoder, data, products, relation_id, batch_size)
+        sides[key] = "target"
+        if query_side:
+            tensors[query_key(key)] = conditioned_embeddings(encoder, data, products, relation_id, batch_size,
+                                                             as_query=True)
+            sides[query_key(key)] = "query"
+
     kinds = kind_description_ids(data)
     for kind, desc_id in kinds.items():
-        tensors[f"kind/{kind}"] = conditioned_embeddings(encoder, data, products, desc_id, batch_size)
+        add(f"kind/{kind}", desc_id)
     described, skipped = [], []
     for index, text in enumerate(descriptions):
         try:
-            tensors[f"description/{index}"] = conditioned_embeddings(encoder, data, products, text, batch_size)
+            # One id per string: a new description is added to the encoder's table once.
+            add(f"description/{index}", _relation_id(encoder, data, text))
             described.append({"key": f"description/{index}", "text": text})
         except ValueError as err:
             log.warning("skipping description %r: %s", text, err)
@@ -208,6 +273,9 @@ def export_embeddings(
         "num_products": num_products,
         "representation": "fused: L2-normalised text+image views (text alone without an image)",
         "shapes": {key: list(value.shape) for key, value in tensors.items()},
+        "query_side": query_side,
+        "sides": sides,
+        "query_keys": {key: query_key(key) for key, side in sides.items() if side == "target" and query_side},
         "kinds": {kind: {"desc_id": d, "text": data.relation_text[d]} for kind, d in kinds.items()},
         "descriptions": described,
         "skipped_descriptions": skipped,
@@ -242,7 +310,8 @@ def load_embeddings(path: str | Path, expected_graph_sha256: str | None = None) 
 
 
 def attach_embeddings(data: HeteroData, path: str | Path) -> HeteroData:
-    """Set ``data["product"].x`` (global) and ``x_<kind>`` (per kind) from an export; returns ``data``.
+    """Set ``data["product"].x`` (global), ``x_<kind>`` (per kind, target side) and, for an export
+    with a query side, ``xq_<kind>`` (per kind, query side) from an export; returns ``data``.
 
     Raises:
         ValueError: the export has another number of products than ``data``.
@@ -255,6 +324,8 @@ def attach_embeddings(data: HeteroData, path: str | Path) -> HeteroData:
     for key, value in export.tensors.items():
         if key.startswith("kind/"):
             data[PRODUCT][f"x_{key[len('kind/'):]}"] = value
+        elif key.startswith(QUERY_PREFIX + "kind/"):
+            data[PRODUCT][f"xq_{key[len(QUERY_PREFIX + 'kind/'):]}"] = value
     return data
 
 

@@ -13,8 +13,10 @@ from rcml_graph.evaluation.encoders import ViewEmbeddings
 __all__ = ["FEATURE_NORMS", "FEATURE_SOURCES", "cache_backbone_features", "embedding_features", "normalize_features",
            "random_features", "view_features"]
 
-#: Accepted ``linkpred.features`` values.
-FEATURE_SOURCES: tuple[str, ...] = ("rcml", "clip", "backbone", "random")
+#: Accepted ``linkpred.features`` values. ``rcml``: the source endpoint reads the export's
+#: query-side views, the target endpoint its target-side views (asymmetric); ``rcml_symmetric``:
+#: both read the target-side views; ``clip``/``unconditioned``: the global view of such a checkpoint.
+FEATURE_SOURCES: tuple[str, ...] = ("rcml", "rcml_symmetric", "clip", "unconditioned", "backbone", "random")
 #: Accepted ``linkpred.feature_norm`` values.
 FEATURE_NORMS: tuple[str, ...] = ("standard", "none")
 

@@ -1,7 +1,17 @@
-"""Link predictors: GraphSAGE made heterogeneous with ``to_hetero``, or an MLP; one edge decoder."""
+"""Link predictors: GraphSAGE made heterogeneous with ``to_hetero``, or an MLP; one edge decoder.
+
+Symmetric (default): every product has one feature vector and one embedding ``h``, and a pair
+``(u, v)`` is scored from ``h_u * h_v``. Asymmetric (``asymmetric=True``): every product has a
+*source-role* and a *target-role* feature vector (for RCML: its query-side and target-side
+views), stored side by side in ``x = [x_src | x_dst]`` ``(N, 2F)``; the same encoder embeds both
+(``h = [enc(x_src) | enc(x_dst)]``, ``(N, 2H)``) and ``(u, v)`` is scored from
+``h_src[u] * h_dst[v]``, so the score can follow a relation that is not a similarity (the RCML
+head's own score is ``q(u, r) . z(v, r)``). With ``x_src == x_dst`` it is the symmetric model.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.nn import MLP, SAGEConv, to_hetero
@@ -62,24 +72,34 @@ class EdgeDecoder(nn.Module):
     """Scores product pairs from their embeddings.
 
     Args:
-        channels: Embedding size ``H``.
+        channels: Embedding size ``H`` (of each role, when ``asymmetric``).
         kind: ``dot`` (``<h_u, h_v>``) or ``mlp`` (an MLP on ``h_u * h_v``).
         dropout: Dropout inside the MLP decoder.
+        asymmetric: ``h`` is ``[h_src | h_dst]`` ``(N, 2H)``; a pair ``(u, v)`` reads ``u``'s
+            source half and ``v``'s target half (default False).
 
     Shapes:
-        - input: embeddings ``(N, H)``, pairs ``(2, B)``
+        - input: embeddings ``(N, H)`` (``(N, 2H)`` when asymmetric), pairs ``(2, B)``
         - output: logits ``(B,)``
     """
 
-    def __init__(self, channels: int, kind: str = "mlp", dropout: float = 0.0) -> None:
+    def __init__(self, channels: int, kind: str = "mlp", dropout: float = 0.0, asymmetric: bool = False) -> None:
         super().__init__()
         if kind not in DECODERS:
             raise ValueError(f"unknown decoder {kind!r}; accepted: {', '.join(DECODERS)}")
         self.kind = kind
+        self.channels = channels
+        self.asymmetric = asymmetric
         self.mlp = MLP([channels, channels, 1], dropout=dropout, norm=None) if kind == "mlp" else None
 
     def forward(self, h: Tensor, pairs: Tensor) -> Tensor:
-        product = h[pairs[0]] * h[pairs[1]]  # (B, H)
+        expected = 2 * self.channels if self.asymmetric else self.channels
+        if h.size(-1) != expected:
+            raise ValueError(f"embeddings have {h.size(-1)} columns; this decoder expects {expected}")
+        if self.asymmetric:
+            product = h[pairs[0], : self.channels] * h[pairs[1], self.channels :]  # (B, H)
+        else:
+            product = h[pairs[0]] * h[pairs[1]]  # (B, H)
         if self.mlp is None:
             return product.sum(dim=-1)
         return self.mlp(product).squeeze(-1)
@@ -89,7 +109,7 @@ class LinkPredictor(nn.Module):
     """Node encoder (heterogeneous GraphSAGE or MLP) plus :class:`EdgeDecoder`.
 
     Args:
-        in_channels: Node feature size ``F``.
+        in_channels: Node feature size ``F`` (of each role, when ``asymmetric``).
         metadata: ``graph.metadata()`` of the message-passing graph (``sage`` only).
         model: ``sage`` (``to_hetero(SAGEEncoder)`` over every relation edge type, combined by ``relation_aggr``) or
             ``mlp`` (the features through an MLP, no message passing).
@@ -100,21 +120,28 @@ class LinkPredictor(nn.Module):
         relation_aggr: How ``to_hetero`` combines the per-edge-type messages of a node:
             ``mean`` (default; its scale does not grow with the number of relation types) or
             ``sum``.
+        asymmetric: ``["product"].x`` is ``[x_src | x_dst]`` ``(N, 2F)``: the encoder (one set of
+            weights) embeds each half, and pairs are scored source half to target half
+            (default False).
 
     Shapes:
-        - input: a ``HeteroData`` with ``["product"].x`` ``(N, F)`` and its edge types; pairs ``(2, B)``
-        - output: node embeddings ``(N, H)`` from :meth:`encode`; logits ``(B,)`` from :meth:`forward`
+        - input: a ``HeteroData`` with ``["product"].x`` ``(N, F)`` (``(N, 2F)`` when asymmetric)
+          and its edge types; pairs ``(2, B)``
+        - output: node embeddings ``(N, H)`` (``(N, 2H)``: ``[h_src | h_dst]`` when asymmetric)
+          from :meth:`encode`; logits ``(B,)`` from :meth:`forward`
     """
 
     def __init__(self, in_channels: int, metadata: Metadata | None = None, model: str = "sage",
                  hidden_channels: int = 128, num_layers: int = 2, decoder: str = "mlp",
-                 dropout: float = 0.0, relation_aggr: str = "mean") -> None:
+                 dropout: float = 0.0, relation_aggr: str = "mean", asymmetric: bool = False) -> None:
         super().__init__()
         if relation_aggr not in RELATION_AGGRS:
             raise ValueError(f"unknown relation_aggr {relation_aggr!r}; accepted: {', '.join(RELATION_AGGRS)}")
         if model not in MODELS:
             raise ValueError(f"unknown link-prediction model {model!r}; accepted: {', '.join(MODELS)}")
         self.model = model
+        self.in_channels = in_channels
+        self.asymmetric = asymmetric
         if model == "sage":
             if metadata is None or not metadata[1]:
                 raise ValueError("model='sage' needs the metadata of a graph with at least one edge type")
@@ -123,10 +150,20 @@ class LinkPredictor(nn.Module):
         else:
             self.encoder = MLP(in_channels=in_channels, hidden_channels=hidden_channels,
                                out_channels=hidden_channels, num_layers=num_layers, dropout=dropout, norm=None)
-        self.decoder = EdgeDecoder(hidden_channels, decoder, dropout)
+        self.decoder = EdgeDecoder(hidden_channels, decoder, dropout, asymmetric)
 
     def encode(self, graph: HeteroData) -> Tensor:
         x = graph[PRODUCT].x
+        expected = 2 * self.in_channels if self.asymmetric else self.in_channels
+        if x.size(-1) != expected:
+            raise ValueError(f"node features have {x.size(-1)} columns; this model expects {expected}"
+                             + (" ([x_src | x_dst])" if self.asymmetric else ""))
+        if not self.asymmetric:
+            return self._encode_role(x, graph)
+        x_src, x_dst = x.split(self.in_channels, dim=-1)
+        return torch.cat([self._encode_role(x_src, graph), self._encode_role(x_dst, graph)], dim=-1)
+
+    def _encode_role(self, x: Tensor, graph: HeteroData) -> Tensor:
         if self.model == "mlp":
             return self.encoder(x)
         return self.encoder({PRODUCT: x}, graph.edge_index_dict)[PRODUCT]

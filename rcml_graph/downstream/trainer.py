@@ -195,18 +195,24 @@ def train_and_evaluate(
     seed: int,
     evaluation: dict[str, EvaluationSet] | None = None,
     log: Callable[[str], None] | None = None,
+    x_source: Tensor | None = None,
 ) -> LinkPredOutcome:
     """Train one link predictor on node features ``x`` ``(N, F)``; return its test metrics.
 
     Args:
         data: The built graph.
-        x: Node features.
+        x: Node features (of the target role, when ``x_source`` is given).
         model_name: ``sage`` or ``mlp``.
         settings: Training and evaluation options.
         seed: Seeds the model, the training negatives and (unless given) the evaluation sets.
         evaluation: ``{"val": ..., "test": ...}`` from :func:`build_evaluation_set`, to share them
             between runs.
         log: Called with a progress line at each validation.
+        x_source: ``(N, F)`` source-role features (e.g. RCML's query-side views): an asymmetric
+            model (:class:`LinkPredictor` ``asymmetric=True``) scores ``(u, v)`` from
+            ``x_source[u]`` and ``x[v]``. Both are z-scored with the same column statistics
+            (computed over both), so the two roles stay in one coordinate system. None: the
+            symmetric model on ``x``.
 
     Returns:
         :class:`LinkPredOutcome` with ``metrics["heart"]`` and ``metrics["uniform"]`` (``mrr``,
@@ -215,7 +221,14 @@ def train_and_evaluate(
     num_nodes = int(data[PRODUCT].num_nodes)
     mode = resolve_mode(settings.mode, num_nodes, settings.max_full_batch_nodes)
     device = torch.device(settings.device)
-    graph = message_passing_graph(data, normalize_features(x, settings.feature_norm))
+    if x_source is None:
+        features = normalize_features(x, settings.feature_norm)
+    else:
+        if x_source.shape != x.shape:
+            raise ValueError(f"x_source {tuple(x_source.shape)} and x {tuple(x.shape)} must have the same shape")
+        both = normalize_features(torch.cat([x_source, x]), settings.feature_norm)
+        features = torch.cat(both.split(x.size(0)), dim=-1)  # (N, 2F): [source | target]
+    graph = message_passing_graph(data, features)
     message_edges = torch.cat([s.edge_index for s in graph.edge_stores], dim=1)
     if evaluation is None:
         evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
@@ -231,7 +244,8 @@ def train_and_evaluate(
 
     torch.manual_seed(seed)
     model = LinkPredictor(x.size(1), graph.metadata(), model_name, settings.hidden_channels,
-                          settings.num_layers, settings.decoder, settings.dropout, settings.relation_aggr).to(device)
+                          settings.num_layers, settings.decoder, settings.dropout, settings.relation_aggr,
+                          asymmetric=x_source is not None).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     best_state, best_mrr, best_epoch = copy.deepcopy(model.state_dict()), float("-inf"), 0

@@ -137,3 +137,154 @@ def test_linkpred_end_to_end_on_demo(demo_root: str, tmp_path, features: str, ex
     assert len(rows) == 22
     assert 0.0 < summary["sage/heart/mrr"] <= 1.0
     assert "| random" in (tmp_path / "run" / "results.md").read_text() or features != "random"
+
+
+# --- asymmetric pairing: the source reads query-side features, the target target-side ones --
+
+def _directed_graph(num_clusters: int = 20, size: int = 10, seed: int = 0
+                    ) -> tuple[HeteroData, torch.Tensor, torch.Tensor]:
+    """``also_bought`` links run from cluster c to cluster c + 1 (mod C) only: not a similarity.
+
+    Target-side features say a product's cluster; source-side ones say the cluster it links to
+    (what a query operator learns). A symmetric score cannot tell (u, v) from (v, u), so a
+    product of cluster c - 1 looks as linked to u as one of c + 1.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = num_clusters * size
+    cluster = torch.arange(n) // size
+    u, v = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    u, v = u.reshape(-1), v.reshape(-1)
+    keep = (cluster[v] == (cluster[u] + 1) % num_clusters) & (torch.rand(u.numel(), generator=generator) < 0.5)
+    edge_index = torch.stack([u[keep], v[keep]])
+    split = torch.multinomial(torch.tensor([0.8, 0.1, 0.1]), edge_index.size(1), replacement=True, generator=generator)
+    data = HeteroData()
+    data["product"].num_nodes = n
+    data["product"].category_id = torch.full((n,), -1)
+    for etype, ei in ((edge_type("also_bought"), edge_index), (reverse_edge_type("also_bought"), edge_index.flip(0))):
+        data[etype].edge_index = ei
+        data[etype].split = split
+        data[etype].desc_id = torch.ones_like(split)
+    data.relation_text = [SELF_RELATION_TEXT, "also bought by the same customers"]
+    data.relation_kind_of_desc = torch.tensor([-1, 0])
+    one_hot = torch.nn.functional.one_hot
+    target = one_hot(cluster, num_clusters).float() + 0.1 * torch.randn(n, num_clusters, generator=generator)
+    source = one_hot((cluster + 1) % num_clusters, num_clusters).float() + 0.1 * torch.randn(n, num_clusters,
+                                                                                             generator=generator)
+    return data, target, source
+
+
+@pytest.mark.parametrize("model", ["mlp", "sage"])
+def test_asymmetric_pairing_learns_a_directed_relation(one_thread, model: str) -> None:
+    data, target, source = _directed_graph(num_clusters=5, size=40)
+    settings = LinkPredSettings(epochs=25, eval_every=5, num_negatives=20, hits_negatives=500, hidden_channels=16)
+    asymmetric = train_and_evaluate(data, target, model, settings, seed=0, x_source=source)
+    symmetric = train_and_evaluate(data, target, model, settings, seed=0)
+    # Of u's uniform negatives ~10% are unlinked products of cluster c + 1 (they tie with the
+    # positive for both models) and ~20% products of cluster c - 1, which link *to* u: the
+    # symmetric score cannot tell them from u's targets. Measured (seeds 0-2, both models):
+    # asymmetric 0.60-0.62, symmetric 0.41-0.47.
+    assert asymmetric.metrics["uniform"]["mrr"] > symmetric.metrics["uniform"]["mrr"] + 0.1
+    assert asymmetric.metrics["uniform"]["n"] == symmetric.metrics["uniform"]["n"]
+
+
+def test_asymmetric_message_passing_sees_no_held_out_pair(monkeypatch, one_thread) -> None:
+    from rcml_graph.downstream import held_out_pair_keys, pair_keys, trainer
+
+    data, target, source = _directed_graph(num_clusters=6, size=6)
+    graphs = []
+
+    def spy(*args, **kwargs):
+        graph = trainer_message_passing_graph(*args, **kwargs)
+        graphs.append(graph)
+        return graph
+
+    trainer_message_passing_graph = trainer.message_passing_graph
+    monkeypatch.setattr(trainer, "message_passing_graph", spy)
+    settings = LinkPredSettings(epochs=2, eval_every=2, num_negatives=5, hits_negatives=50, hidden_channels=8)
+    train_and_evaluate(data, target, "sage", settings, seed=0, x_source=source)
+    (graph,) = graphs
+    assert graph["product"].x.shape == (36, 12)  # [source | target] side by side
+    held_out = held_out_pair_keys(data)
+    assert held_out.numel() > 0
+    for store in graph.edge_stores:
+        keys = pair_keys(store.edge_index, 36)
+        assert not torch.isin(keys, held_out).any()
+    with pytest.raises(ValueError, match=r"x_source \(36, 5\) and x \(36, 6\) must have the same shape"):
+        train_and_evaluate(data, target, "mlp", settings, seed=0, x_source=source[:, :5])
+
+
+class _QueryFakeEncoder:
+    """Random per-product views; each relation id adds its own offset; the query side one more."""
+
+    def __init__(self, num_products: int, num_relations: int, with_query: bool = True) -> None:
+        g = torch.Generator().manual_seed(3)
+        self.base = torch.randn(num_products, 16, generator=g)
+        self.offset = torch.randn(num_relations, 16, generator=g)
+        self.query_offset = torch.randn(num_relations, 16, generator=g)
+        self.num_relations = num_relations
+        if with_query:
+            self.encode_query = self._encode_query
+
+    def _views(self, x: torch.Tensor):
+        from rcml_graph.evaluation.encoders import ViewEmbeddings
+
+        return ViewEmbeddings(x, x, torch.zeros(x.size(0), dtype=torch.bool))
+
+    def encode(self, products, relation_ids):
+        return self._views(self.base[products] + self.offset[relation_ids])
+
+    def _encode_query(self, products, relation_ids):
+        return self._views(self.base[products] + self.offset[relation_ids] + self.query_offset[relation_ids])
+
+    def encode_global(self, products):
+        return self._views(self.base[products])
+
+
+def _compose(demo_root: str, tmp_path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="config", overrides=[
+            f"paths.data_root={demo_root}", "linkpred.seeds=[0]", "linkpred.epochs=3", "linkpred.eval_every=3",
+            "linkpred.hidden_channels=16", "linkpred.num_negatives=20", "linkpred.hits_negatives=300",
+            f"linkpred.results_dir={tmp_path / 'results'}", f"linkpred.output_dir={tmp_path / 'run'}",
+            "show_progress=false", *overrides])
+
+
+def test_linkpred_rcml_features_read_both_sides_of_the_export(demo_root: str, tmp_path) -> None:
+    from rcml_graph.data.graph_io import load_graph
+    from rcml_graph.downstream import export_embeddings, graph_hash, load_embeddings
+    from rcml_graph.linkpred import node_features, run
+
+    processed = f"{demo_root}/demo/processed"
+    data = load_graph(processed)
+    num_products, num_relations = int(data["product"].num_nodes), len(data.relation_text)
+    with_query = export_embeddings(_QueryFakeEncoder(num_products, num_relations), data, tmp_path / "q",
+                                   method="rcml", graph_sha256=graph_hash(processed))
+    export = load_embeddings(with_query).tensors
+    kinds = [k for k in ("also_bought", "also_viewed", "bought_together") if f"kind/{k}" in export]
+    assert kinds
+    # rcml: targets read global + target-side kind views, sources global + query-side ones.
+    x, x_source = node_features(_compose(demo_root, tmp_path, "linkpred.features=rcml",
+                                         f"linkpred.checkpoint={with_query}"), data, 0, {})
+    assert torch.equal(x, torch.cat([export["global"], *[export[f"kind/{k}"] for k in kinds]], dim=1))
+    assert torch.equal(x_source, torch.cat([export["global"], *[export[f"query/kind/{k}"] for k in kinds]], dim=1))
+    x_sym, none = node_features(_compose(demo_root, tmp_path, "linkpred.features=rcml_symmetric",
+                                         f"linkpred.checkpoint={with_query}"), data, 0, {})
+    assert none is None and torch.equal(x_sym, x)
+    x_unc, none = node_features(_compose(demo_root, tmp_path, "linkpred.features=unconditioned",
+                                         f"linkpred.checkpoint={with_query}"), data, 0, {})
+    assert none is None and torch.equal(x_unc, export["global"])
+
+    for features in ("rcml", "rcml_symmetric"):
+        summary = run(_compose(demo_root, tmp_path, f"linkpred.features={features}", f"linkpred.checkpoint={with_query}"))
+        assert 0.0 < summary["mlp/uniform/mrr"] <= 1.0 and 0.0 < summary["sage/heart/mrr"] <= 1.0
+    rows = json.loads((tmp_path / "results" / "demo" / "results.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"rcml", "rcml_symmetric"}
+    assert len(rows) == 2 * 22
+
+    without = export_embeddings(_QueryFakeEncoder(num_products, num_relations, with_query=False), data,
+                                tmp_path / "plain", method="rcml", graph_sha256=graph_hash(processed))
+    with pytest.raises(ValueError, match="linkpred.features=rcml needs query-side views.*rcml_symmetric"):
+        node_features(_compose(demo_root, tmp_path, "linkpred.features=rcml", f"linkpred.checkpoint={without}"),
+                      data, 0, {})
+    with pytest.raises(ValueError, match="unknown linkpred.features 'rcml_sym'; accepted: rcml, rcml_symmetric"):
+        node_features(_compose(demo_root, tmp_path, "linkpred.features=rcml_sym"), data, 0, {})
