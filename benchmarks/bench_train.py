@@ -103,7 +103,7 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
     head = build_head(head_kwargs(variant, HeadOptions(d_model=args.d_model), args.dim, args.token_dim,
                                   args.token_dim, table.shape[0]), device)
     optimizer = build_optimizer(head, 1e-4, 0.1)
-    loss_fn = build_loss(variant)
+    loss_fn = build_loss(variant, compile_loss=args.compile_loss)
     # CLIP gets the same number of products per batch as RCML touches (anchors + targets).
     batch = args.batch if pairs == "relations" else args.batch * 2
     sampler = build_sampler(data, pairs, batch_size=batch, positives_per_anchor=4, seed=0, device=device,
@@ -191,7 +191,7 @@ def bench_finetune(name: str, args: argparse.Namespace, device: torch.device) ->
                                       source.image_token_dim, source.text_token_dim, source.num_relations),
                           device)
         optimizer = build_optimizer(torch.nn.ModuleDict({"head": head, "backbone": source}), 1e-5, 0.1)
-        loss_fn = build_loss(variant)
+        loss_fn = build_loss(variant, compile_loss=args.compile_loss)
         if variant.self_pairs_only:
             assert products_per_step is not None
             sampler = build_sampler(data, "self", batch_size=round(products_per_step), positives_per_anchor=4,
@@ -270,6 +270,8 @@ def main() -> None:
                         help="in-batch negatives per relation pair, conditioned heads (training default)")
     parser.add_argument("--w-global", type=float, default=defaults.w_global,
                         help="weight of the relation-free auxiliary loss, conditioned heads (training default)")
+    parser.add_argument("--compile-loss", action="store_true",
+                        help="torch.compile the loss's stacked terms (train.compile_loss)")
     parser.add_argument("--profile", type=int, default=0, help="profile this many steps per variant (stderr)")
     parser.add_argument("--loop-steps", type=int, default=0,
                         help="also time this many steps drawing batches live, without and with prefetch")

@@ -53,7 +53,7 @@ from rcml_graph.training.finetune import (
     build_finetune_source,
     finetune_spec,
 )
-from rcml_graph.training.setup import build_head
+from rcml_graph.training.setup import build_head, resolve_compile
 
 log = logging.getLogger("train")
 register_configs()
@@ -192,7 +192,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     head = build_head(kwargs, device)
     if not head.global_only and variant.relation_mode == "description":
         head.cache_descriptions(description_table)
-    loss_fn = build_loss(variant, t.w_inter, t.w_intra, t.mask_false_negatives)
+    loss_fn = build_loss(variant, t.w_inter, t.w_intra, t.mask_false_negatives,
+                         compile_loss=resolve_compile(t.compile_loss, device))
     sampler = build_sampler(data, pairs, batch_size=t.batch_size,
                             positives_per_anchor=t.positives_per_anchor, seed=t.seed,
                             hard_negatives=t.hard_negatives)

@@ -262,3 +262,75 @@ def test_single_positive_path_equals_bool_positive_path(seed):
         assert torch.isfinite(fast) and torch.isfinite(fast_grad).all()
         torch.testing.assert_close(fast, general)
         torch.testing.assert_close(fast_grad, general_grad)
+
+
+def _per_term_reference(a, b, scale, fn, a_valid, b_valid, extra=None, extra_valid=None):
+    """One term's symmetric loss from :func:`info_nce` calls (the definition in the module
+    docstring): forward rows with the explicit negatives appended, then the transposed logits."""
+    logits = contrastive_logits(a, b, scale)  # (P, P)
+    num_pairs = a.shape[0]
+    fn = torch.zeros(num_pairs, num_pairs, dtype=torch.bool) if fn is None else fn
+    backward = info_nce(logits.T, None, fn.T, b_valid, a_valid)
+    if extra is None:
+        return (info_nce(logits, None, fn, a_valid, b_valid) + backward) / 2
+    extra_logits = scale * torch.einsum("pe,pme->pm", a, extra)
+    forward = info_nce(
+        torch.cat([logits, extra_logits], dim=1), torch.arange(num_pairs), torch.cat([fn, ~extra_valid], dim=1),
+        a_valid, torch.cat([b_valid, torch.ones(extra.shape[1], dtype=torch.bool)]),
+    )
+    return (forward + backward) / 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stacked_terms_equal_per_term_info_nce(seed):
+    """RCMLLoss computes its four terms stacked, in one batched matmul; each term's value and
+    every feature's gradient equal the per-term composition of info_nce calls, with false
+    negatives, invalid images on either side, explicit negatives with padding (whole padded
+    rows included) and relation-restricted candidates."""
+    g = torch.Generator().manual_seed(seed)
+    for trial in range(30):
+        p, m, e = int(torch.randint(1, 9, (), generator=g)), int(torch.randint(0, 4, (), generator=g)), 5
+        def feats(*shape):
+            return torch.nn.functional.normalize(torch.randn(*shape, e, generator=g), dim=-1).requires_grad_()
+        si, st, di, dt = feats(p), feats(p), feats(p), feats(p)
+        siv, div = torch.rand(p, generator=g) < 0.7, torch.rand(p, generator=g) < 0.7
+        fn = torch.rand(p, p, generator=g) < 0.3 if trial % 2 else None
+        relation = torch.randint(0, 3, (p,), generator=g) if trial % 3 == 0 else None
+        leaves = [si, st, di, dt]
+        kwargs = {}
+        if m:
+            ni, nt = feats(p, m), feats(p, m)
+            nv = torch.rand(p, m, generator=g) < 0.7
+            nv[0] = False  # a row with padding only
+            niv = nv & (torch.rand(p, m, generator=g) < 0.8)
+            leaves += [ni, nt]
+            kwargs = dict(neg_image=ni, neg_text=nt, neg_valid=nv, neg_image_valid=niv)
+        scale = torch.tensor(float(torch.rand((), generator=g) * 20 + 1))
+        loss = RCMLLoss(w_inter=1.0, w_intra=0.7)
+        total, terms = loss(si, st, di, dt, scale, src_image_valid=siv, dst_image_valid=div, false_negatives=fn,
+                            relation_ids=relation, **kwargs)
+        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+
+        mask = fn
+        if relation is not None:
+            cross = relation[:, None] != relation[None, :]
+            mask = cross if mask is None else mask | cross
+        ones = torch.ones(p, dtype=torch.bool)
+        neg = (lambda x, v: (x, v)) if m else (lambda x, v: (None, None))
+        expected = {
+            "i2t": _per_term_reference(si, dt, scale, mask, siv, ones, *neg(m and nt, m and nv)),
+            "t2i": _per_term_reference(st, di, scale, mask, ones, div, *neg(m and ni, m and niv)),
+            "i2i": _per_term_reference(si, di, scale, mask, siv, div, *neg(m and ni, m and niv)),
+            "t2t": _per_term_reference(st, dt, scale, mask, ones, ones, *neg(m and nt, m and nv)),
+        }
+        reference = (expected["i2t"] + expected["t2i"]) / 2 + 0.7 * (expected["i2i"] + expected["t2t"]) / 2
+        reference_grads = torch.autograd.grad(reference, leaves, allow_unused=True)
+        for name, value in expected.items():
+            torch.testing.assert_close(terms[name], value.detach(), msg=f"trial {trial}, term {name}")
+        torch.testing.assert_close(total, reference)
+        for got, want in zip(grads, reference_grads):
+            got = torch.zeros_like(want) if got is None and want is not None else got
+            want = torch.zeros_like(got) if want is None and got is not None else want
+            if got is not None:
+                assert torch.isfinite(got).all()
+                torch.testing.assert_close(got, want)

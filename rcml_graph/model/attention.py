@@ -86,6 +86,19 @@ class RelationCrossAttention(nn.Module):
 
         return sdpa_kernel([getattr(SDPBackend, name) for name in self.sdpa_backends])
 
+    def _token_projection(self) -> tuple[Tensor, Tensor]:
+        """The token layer norm's affine folded into the key and value projections.
+
+        ``W (n * g + b) + c = (W * g) n + (W b + c)`` for the affine-free normalised tokens
+        ``n``: keys and values come from one ``(2 d_model, token_dim)`` matmul over ``n``, and
+        the ``(N, L, token_dim)`` affine output (and its backward) is never built. Exact; the
+        parameters (and checkpoints) are those of ``token_norm``, ``key_proj``, ``value_proj``.
+        Returns ``(weight (2 d_model, token_dim), bias (2 d_model,))``, keys first.
+        """
+        weight = torch.cat([self.key_proj.weight, self.value_proj.weight])  # (2 d_model, T)
+        bias = torch.cat([self.key_proj.bias, self.value_proj.bias])  # (2 d_model,)
+        return weight * self.token_norm.weight, weight @ self.token_norm.bias + bias
+
     def _absorb(self, num_rows: int, max_views: int, length: int) -> bool:
         """Whether to fold the key/value projections into the queries for this call.
 
@@ -106,7 +119,8 @@ class RelationCrossAttention(nn.Module):
         small = num_rows * max_views * self.num_heads * self.key_proj.in_features <= 1 << 27
         return absorbed < projected and small
 
-    def _attend_absorbed(self, query: Tensor, normed: Tensor, attend: Tensor) -> Tensor:
+    def _attend_absorbed(self, query: Tensor, normed: Tensor, attend: Tensor, weight: Tensor,
+                         bias: Tensor) -> Tensor:
         """Attention with the key/value projections folded into the queries (exact).
 
         ``q . (W_k n + b_k) = (W_k^T q) . n + const`` (the constant cancels in the softmax) and
@@ -114,13 +128,13 @@ class RelationCrossAttention(nn.Module):
         space and attend to the normalised tokens themselves, so no ``(N, L, d_model)`` keys or
         values are built. Written by hand: no library offers this form.
 
-        Shapes: query ``(N, H, K, d)``, normed ``(N, L, token_dim)``, attend ``(N, L)`` bool;
-        returns ``(N, H, K, d)``.
+        Shapes: query ``(N, H, K, d)``, normed ``(N, L, token_dim)`` (affine-free), attend
+        ``(N, L)`` bool, weight/bias from :meth:`_token_projection`; returns ``(N, H, K, d)``.
         """
         num_heads, head_dim = self.num_heads, self.d_model // self.num_heads
         token_dim = normed.shape[-1]
-        w_key = self.key_proj.weight.view(num_heads, head_dim, token_dim)  # (H, d, T)
-        w_value = self.value_proj.weight.view(num_heads, head_dim, token_dim)  # (H, d, T)
+        w_key, w_value = weight.view(2, num_heads, head_dim, token_dim).unbind(0)  # (H, d, T) each
+        b_key, b_value = bias.view(2, num_heads, head_dim).unbind(0)  # (H, d) each
         num_rows, _, max_views, _ = query.shape
         token_query = torch.einsum("nhkd,hdt->nhkt", query, w_key)  # (N, H, K, T)
         token_query = token_query.reshape(num_rows, num_heads * max_views, token_dim)  # (N, HK, T)
@@ -129,7 +143,7 @@ class RelationCrossAttention(nn.Module):
         scores = torch.bmm(token_query, normed.transpose(1, 2))  # (N, HK, L)
         # q . b_k is constant over the tokens and cancels in the softmax; adding it keeps the key
         # bias in the graph (a zero gradient, as in the projected form: DDP needs every parameter).
-        key_bias = torch.einsum("nhkd,hd->nhk", query, self.key_proj.bias.view(num_heads, head_dim))
+        key_bias = torch.einsum("nhkd,hd->nhk", query, b_key)
         scores = (scores + key_bias.reshape(num_rows, num_heads * max_views, 1)) * head_dim**-0.5
         scores = scores.masked_fill(~attend[:, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
@@ -137,7 +151,7 @@ class RelationCrossAttention(nn.Module):
             weights = F.dropout(weights, self.dropout)
         mixed = torch.bmm(weights, normed).view(num_rows, num_heads, max_views, token_dim)  # (N, H, K, T)
         out = torch.einsum("nhkt,hdt->nhkd", mixed, w_value)  # (N, H, K, d)
-        return out + self.value_proj.bias.view(1, num_heads, 1, head_dim)
+        return out + b_value.view(1, num_heads, 1, head_dim)
 
     def forward(
         self, relation: Tensor, tokens: Tensor, token_mask: Tensor, token_index: Tensor | None = None
@@ -155,7 +169,10 @@ class RelationCrossAttention(nn.Module):
         if not bool(token_mask.all()):
             tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
 
-        normed = self.token_norm(tokens)  # (N, L, token_dim)
+        # Affine-free: the layer norm's scale and shift are folded into the projections.
+        norm = self.token_norm
+        normed = F.layer_norm(tokens, norm.normalized_shape, None, None, norm.eps)  # (N, L, token_dim)
+        weight, bias = self._token_projection()
         if token_index is None:
             token_index = torch.arange(num_rows, device=tokens.device)
         # Group the views by product row instead of gathering keys/values per view (a (V, H, L, d)
@@ -175,11 +192,10 @@ class RelationCrossAttention(nn.Module):
         padded = padded.index_put((token_index, slot), query)  # (N, K, d_model)
         padded = padded.view(num_rows, max_views, self.num_heads, head_dim).transpose(1, 2)  # (N, H, K, d)
         if self._absorb(num_rows, max_views, length):
-            attended = self._attend_absorbed(padded, normed, attend)
+            attended = self._attend_absorbed(padded, normed, attend, weight, bias)
         else:
-            key = self.key_proj(normed).view(num_rows, length, self.num_heads, head_dim)
-            value = self.value_proj(normed).view(num_rows, length, self.num_heads, head_dim)
-            key, value = key.transpose(1, 2), value.transpose(1, 2)  # (N, H, L, d)
+            key_value = F.linear(normed, weight, bias).view(num_rows, length, 2, self.num_heads, head_dim)
+            key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)  # (N, H, L, d) each
             with self._sdpa_context():
                 attended = F.scaled_dot_product_attention(
                     padded,

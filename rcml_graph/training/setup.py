@@ -40,11 +40,25 @@ def head_kwargs(variant: Variant, options: HeadOptions, embed_dim: int, image_to
     return kwargs
 
 
+#: ``train.compile_loss`` settings: ``auto`` compiles on CUDA only.
+COMPILE_MODES = ("auto", "true", "false")
+
+
 def build_loss(variant: Variant, w_inter: float = 1.0, w_intra: float = 1.0,
-               mask_false_negatives: bool = True) -> RCMLLoss:
-    """The variant's :class:`RCMLLoss` (dropped terms get weight 0)."""
+               mask_false_negatives: bool = True, compile_loss: bool = False) -> RCMLLoss:
+    """The variant's :class:`RCMLLoss` (dropped terms get weight 0); ``compile_loss`` runs its
+    stacked terms through :func:`torch.compile` (:meth:`RCMLLoss.compile_terms`)."""
     w_inter, w_intra = variant.resolve_weights(w_inter, w_intra)
-    return RCMLLoss(w_inter, w_intra, mask_false_negatives)
+    loss = RCMLLoss(w_inter, w_intra, mask_false_negatives)
+    return loss.compile_terms() if compile_loss else loss
+
+
+def resolve_compile(setting: object, device: torch.device) -> bool:
+    """Whether ``train.compile_loss`` (``auto``/``true``/``false``, or a bool) compiles on ``device``."""
+    value = str(setting).lower()
+    if value not in COMPILE_MODES:
+        raise ValueError(f"train.compile_loss={setting!r}; accepted: {', '.join(COMPILE_MODES)}")
+    return device.type == "cuda" if value == "auto" else value == "true"
 
 
 def resolve_pairs(variant: Variant, pairs: str) -> str:

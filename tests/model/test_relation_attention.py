@@ -152,3 +152,36 @@ def test_token_index_shares_keys_and_matches_repeated_tokens() -> None:
     assert empty.tolist() == [False, False, True]
     with pytest.raises(ValueError, match=r"relation rows \(3\) must equal token rows \(2\)"):
         attn(relation, tokens, mask)
+
+
+def test_folded_layer_norm_affine_matches_unfolded_reference() -> None:
+    """The token layer norm's scale and shift are folded into the key/value projections; values
+    and the gradients of every parameter (the norm's included) equal the plain composition
+    LN -> key/value Linear -> softmax attention, with a non-trivial affine and biases."""
+    torch.manual_seed(5)
+    attn = RelationCrossAttention(relation_dim=6, token_dim=4, out_dim=5, d_model=8, num_heads=2)
+    with torch.no_grad():
+        for param in (attn.token_norm.weight, attn.token_norm.bias, attn.key_proj.bias, attn.value_proj.bias):
+            param.copy_(torch.randn_like(param))
+    relation = torch.randn(3, 6)
+    tokens = torch.randn(2, 5, 4)
+    mask = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    token_index = torch.tensor([0, 1, 0])
+    weight = torch.randn(3, 5)
+
+    out, _ = attn(relation, tokens, mask, token_index)
+    grads = torch.autograd.grad((out * weight).sum(), list(attn.parameters()))
+
+    q = attn.query_proj(attn.query_norm(relation)).view(3, 2, 4)  # (V, H, d)
+    rows = []
+    for view, row in enumerate(token_index.tolist()):
+        normed = attn.token_norm(tokens[row, mask[row]])  # the affine applied, as written
+        k = attn.key_proj(normed).view(-1, 2, 4).transpose(0, 1)  # (H, L, d)
+        v = attn.value_proj(normed).view(-1, 2, 4).transpose(0, 1)
+        w = F.softmax((k @ q[view, :, :, None]).squeeze(-1) / 2.0, dim=-1)  # (H, L)
+        rows.append(attn.out_proj((w[:, :, None] * v).sum(dim=1).reshape(8)))
+    expected = torch.stack(rows)
+    expected_grads = torch.autograd.grad((expected * weight).sum(), list(attn.parameters()))
+    torch.testing.assert_close(out, expected)
+    for (name, _), got, want in zip(attn.named_parameters(), grads, expected_grads):
+        torch.testing.assert_close(got, want, msg=name)
