@@ -40,7 +40,7 @@ from rcml_graph.eval.results import ResultRow
 from rcml_graph.relations import PRODUCT, check_kind, edge_type
 
 __all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "EvaluationSet", "LinkPredOutcome", "LinkPredSettings",
-           "build_evaluation_set", "linkpred_rows", "resolve_mode", "train_and_evaluate"]
+           "build_evaluation_set", "embedding_score_metrics", "linkpred_rows", "resolve_mode", "train_and_evaluate"]
 
 LINKPRED_TASK = "linkpred"
 #: Accepted ``mode`` values: ``auto`` is mini-batch above ``max_full_batch_nodes``.
@@ -272,6 +272,27 @@ def train_and_evaluate(
                "uniform": link_mrr(scores["pos"], scores["uniform"]),
                "random": link_hits(scores["pos"], scores["shared"], settings.hits_ks)}
     return LinkPredOutcome(metrics, best_epoch, best_mrr, history)
+
+
+@torch.no_grad()
+def embedding_score_metrics(source: Tensor, target: Tensor, evaluation: EvaluationSet,
+                            hits_ks: Sequence[int] = (10, 50, 100)) -> dict[str, dict[str, float]]:
+    """The metrics of :func:`train_and_evaluate` for a model with nothing trained: ``(u, v)``
+    scored ``source[u] . target[v]`` (e.g. an RCML head's own score ``q(u, r) . z(v, r)`` from an
+    export's ``query/kind/<r>`` and ``kind/<r>``, or a cosine of one view with itself).
+
+    Shapes: ``source`` and ``target`` ``(N, D)``.
+    """
+    if source.shape != target.shape:
+        raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} must have the same shape")
+    source, target = source.float(), target.float()
+    sources = evaluation.positives[0]
+    pos = (source[sources] * target[evaluation.positives[1]]).sum(-1)
+    metrics = {name: link_mrr(pos, (source[sources][:, None, :] * target[negatives]).sum(-1))
+               for name, negatives in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives))}
+    shared = (source[evaluation.random_negatives[0]] * target[evaluation.random_negatives[1]]).sum(-1)
+    metrics["random"] = link_hits(pos, shared, hits_ks)
+    return metrics
 
 
 def _pair_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:

@@ -288,3 +288,27 @@ def test_linkpred_rcml_features_read_both_sides_of_the_export(demo_root: str, tm
                       data, 0, {})
     with pytest.raises(ValueError, match="unknown linkpred.features 'rcml_sym'; accepted: rcml, rcml_symmetric"):
         node_features(_compose(demo_root, tmp_path, "linkpred.features=rcml_sym"), data, 0, {})
+
+
+def test_embedding_score_metrics_ranks_by_source_dot_target() -> None:
+    from rcml_graph.downstream import EvaluationSet, embedding_score_metrics
+
+    # 4 products; source[u] . target[v] is 1 for the positives (0, 1) and (2, 3), and for (2, 1).
+    source = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    target = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.0], [0.0, 1.0]])
+    evaluation = EvaluationSet(
+        positives=torch.tensor([[0, 2], [1, 3]]),
+        hard_negatives=torch.tensor([[2, 3], [0, 2]]),     # scores (0.5, 0) and (0, 0): ranks 1, 1
+        random_negatives=torch.tensor([[0, 1], [2, 3]]),   # scores 0.5 and 0
+        uniform_negatives=torch.tensor([[3, 0], [1, 0]]),  # (2, 1) ties with the positive (2, 3)
+    )
+    metrics = embedding_score_metrics(source, target, evaluation, hits_ks=(1,))
+    assert metrics["heart"]["mrr"] == 1.0
+    # OGB tie rank 1 + 0.5 * (0 + 1) = 1.5 for the second positive: MRR (1 + 1/1.5) / 2.
+    assert metrics["uniform"]["mrr"] == pytest.approx((1 + 1 / 1.5) / 2)
+    assert metrics["random"]["hits@1"] == 1.0  # both positives (1.0) above the best shared negative (0.5)
+    # The score is directed: swapping the roles loses the positives.
+    swapped = embedding_score_metrics(target, source, evaluation, hits_ks=(1,))
+    assert swapped["heart"]["mrr"] < 1.0
+    with pytest.raises(ValueError, match=r"source \(4, 2\) and target \(4, 1\) must have the same shape"):
+        embedding_score_metrics(source, target[:, :1], evaluation)
