@@ -159,6 +159,9 @@ class OfflineBackbone(Backbone):
             pretrained=True,
             output_tokens=True,
         )
+        # transformers >= 5 keeps a checkpoint's stored dtype; the towers compute in float32
+        # (autocast lowers them where asked), whatever precision the weights were saved in.
+        self.text_tower.float()
         self.image_tower = load_efficientnet_lite0(image_weights_file, num_classes=0)
         self.image_proj = nn.Linear(self.image_tower.num_features, embed_dim, bias=False)
 

@@ -20,8 +20,10 @@ The epoch with the best validation MRR of ``selection`` (``uniform`` by default)
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -177,6 +179,21 @@ def _protocol_scores(model: LinkPredictor, h: Tensor, evaluation: EvaluationSet,
     return {name: value.cpu() for name, value in scores.items()}
 
 
+@contextlib.contextmanager
+def _python_random_seeded(seed: int) -> Iterator[None]:
+    """Seed Python's ``random`` for the block, then restore the caller's state.
+
+    PyG's ``negative_sampling`` draws with ``random.sample`` (not torch's RNG), so without this
+    the training negatives, and every metric, changed from run to run with the same seed.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 @dataclass
 class LinkPredOutcome:
     """Test metrics at the best validation epoch."""
@@ -253,7 +270,8 @@ def train_and_evaluate(
     for epoch in range(1, settings.epochs + 1):
         model.train()
         if sampler is None:
-            loss = _full_batch_step(model, optimizer, graph, train_pos.to(device), num_nodes)
+            with _python_random_seeded(seed * 100_003 + epoch):
+                loss = _full_batch_step(model, optimizer, graph, train_pos.to(device), num_nodes)
         else:
             loss = _minibatch_epoch(model, optimizer, sampler, train_pos, settings.batch_size, generator, device)
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:

@@ -130,3 +130,28 @@ def test_freeze_offline_keeps_projections_and_last_blocks(backbone):
     )
     assert trainable == {n for n, _ in backbone.named_parameters() if n.startswith(expected_prefixes)}
     freeze_backbone(backbone, 0)
+
+
+def test_half_precision_text_checkpoint_loads_as_float32(tmp_path):
+    """transformers >= 5 keeps a checkpoint's stored dtype; a MiniLM saved in float16 (half the
+    size, e.g. to ship it to another machine) must still give a float32 tower whose hidden
+    states match the float32 checkpoint's (to fp16 rounding)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from rcml_graph.backbones.offline import OfflineBackbone, minilm_dir
+
+    half_dir = tmp_path / "minilm_fp16"
+    shutil.copytree(minilm_dir(), half_dir)
+    weights = half_dir / "model.safetensors"
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()}, weights,
+              metadata={"format": "pt"})
+    half = OfflineBackbone(text_model_dir=half_dir).eval()
+    full = OfflineBackbone().eval()
+    assert {p.dtype for p in half.text_tower.parameters()} == {torch.float32}
+    tokens = full.tokenize(["a photo of a dog", "quarterly economics journal"])
+    with torch.no_grad():
+        expected = full.text_tower.transformer(**tokens).last_hidden_state
+        got = half.text_tower.transformer(**tokens).last_hidden_state
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=0)
