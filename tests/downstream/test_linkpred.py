@@ -312,3 +312,16 @@ def test_embedding_score_metrics_ranks_by_source_dot_target() -> None:
     assert swapped["heart"]["mrr"] < 1.0
     with pytest.raises(ValueError, match=r"source \(4, 2\) and target \(4, 1\) must have the same shape"):
         embedding_score_metrics(source, target[:, :1], evaluation)
+
+
+def test_same_seed_same_metrics_and_python_random_untouched(one_thread) -> None:
+    import random
+
+    data, informative = _clustered_graph(num_clusters=8, size=8)
+    settings = LinkPredSettings(epochs=6, eval_every=3, num_negatives=10, hits_negatives=100, hidden_channels=8)
+    state = random.getstate()
+    first = train_and_evaluate(data, informative, "mlp", settings, seed=0)
+    assert random.getstate() == state  # the caller's Python RNG is restored
+    random.random()  # PyG's negative_sampling draws from Python's random: move it on
+    second = train_and_evaluate(data, informative, "mlp", settings, seed=0)
+    assert first.metrics == second.metrics and first.history == second.history
