@@ -176,7 +176,8 @@ class TrainConfig:
     #: Batches the sampler computes ahead on a worker thread while a step runs (0: none);
     #: the batches and the resume position are the same either way.
     prefetch_batches: int = 1
-    #: ``auto`` (CUDA only), ``true`` or ``false``: :func:`torch.compile` the loss's stacked terms.
+    #: ``auto`` (CUDA, relation-conditioned heads), ``true`` or ``false``: :func:`torch.compile`
+    #: the loss's stacked terms.
     compile_loss: str = "auto"
     #: In-batch products per pair embedded under the pair's relation (conditioned heads only).
     random_negatives: int = 16

@@ -193,7 +193,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not head.global_only and variant.relation_mode == "description":
         head.cache_descriptions(description_table)
     loss_fn = build_loss(variant, t.w_inter, t.w_intra, t.mask_false_negatives,
-                         compile_loss=resolve_compile(t.compile_loss, device))
+                         compile_loss=resolve_compile(t.compile_loss, device, not head.global_only))
     sampler = build_sampler(data, pairs, batch_size=t.batch_size,
                             positives_per_anchor=t.positives_per_anchor, seed=t.seed,
                             hard_negatives=t.hard_negatives)

@@ -111,3 +111,39 @@ def test_validator_scores_text_only_domains_by_text2text():
     assert not math.isnan(text_only["val/hit@5"])
     assert text_only["val/hit@5"] == text_only["val/text2text/hit@5"]
     assert not math.isnan(with_images["val/hit@5"])
+
+
+def test_resolve_compile_settings() -> None:
+    from rcml_graph.training.setup import resolve_compile
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert resolve_compile("auto", cuda) and not resolve_compile("auto", cpu)
+    assert not resolve_compile("auto", cuda, conditioned=False)  # CLIP-like heads stay eager
+    assert resolve_compile(True, cpu) and resolve_compile("true", cpu, conditioned=False)
+    assert not resolve_compile(False, cuda)
+    with pytest.raises(ValueError, match="train.compile_loss='sometimes'; accepted: auto, true, false"):
+        resolve_compile("sometimes", cpu)
+
+
+def test_compiled_loss_terms_equal_eager_across_batch_sizes() -> None:
+    """``train.compile_loss`` (torch.compile, dynamic shapes) on the CPU: same loss and gradients
+    as the eager terms, for batches of different sizes (the number of pairs changes every step)."""
+    from rcml_graph.losses import RCMLLoss
+
+    g = torch.Generator().manual_seed(0)
+    eager, compiled = RCMLLoss(w_intra=0.5), RCMLLoss(w_intra=0.5).compile_terms()
+    for num_pairs in (6, 11):
+        feats = [torch.nn.functional.normalize(torch.randn(num_pairs, 8, generator=g), dim=-1).requires_grad_()
+                 for _ in range(4)]
+        negs = [torch.nn.functional.normalize(torch.randn(num_pairs, 3, 8, generator=g), dim=-1) for _ in range(2)]
+        kwargs = dict(src_image_valid=torch.rand(num_pairs, generator=g) < 0.8,
+                      false_negatives=torch.rand(num_pairs, num_pairs, generator=g) < 0.2,
+                      relation_ids=torch.randint(0, 2, (num_pairs,), generator=g),
+                      neg_image=negs[0], neg_text=negs[1], neg_valid=torch.rand(num_pairs, 3, generator=g) < 0.7)
+        want, _ = eager(*feats, torch.tensor(12.0), **kwargs)
+        want_grads = torch.autograd.grad(want, feats)
+        got, _ = compiled(*feats, torch.tensor(12.0), **kwargs)
+        got_grads = torch.autograd.grad(got, feats)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(got_grads, want_grads):
+            torch.testing.assert_close(a, b)
