@@ -12,6 +12,11 @@ as positives:
 
 ``total = w_inter * (i2t + t2i) / 2 + w_intra * (i2i + t2t) / 2``.
 
+The terms share their pairs and their false-negative mask, so they are computed stacked:
+one batched ``(T, P, P)`` matmul and one masked logsumexp per direction for all of them
+(:func:`_stacked_symmetric_info_nce`; equal to the per-term :func:`info_nce` composition,
+tested), optionally through :func:`torch.compile` (:meth:`RCMLLoss.compile_terms`).
+
 False negatives: pairs ``i != j`` with the same source view (``s_i = s_j`` and
 ``r_i = r_j``; then ``(s_i, t_j)`` is itself a link under ``r_i``) or the same target view
 are not negatives of each other; their logits are set to ``-inf`` before the softmax.
