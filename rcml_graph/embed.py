@@ -1,7 +1,8 @@
 """Export a checkpoint's per-product embeddings: ``python -m rcml_graph.embed domain=<name> checkpoint=<path>``.
 
-Writes ``embeddings.safetensors`` (keys ``global``, ``kind/<kind>``, ``description/<i>``) and
-``manifest.json`` into ``embed.output_dir`` (default ``<data_root>/<domain>/embeddings/<method>``);
+Writes ``embeddings.safetensors`` (keys ``global``, ``kind/<kind>``, ``description/<i>`` and, for a
+head with a query operator, their query sides ``query/kind/<kind>``, ``query/description/<i>``) and
+``manifest.json`` (``sides`` says which key is which) into ``embed.output_dir`` (default ``<data_root>/<domain>/embeddings/<method>``);
 ``rcml_graph.downstream.attach_embeddings`` puts them on the graph as node features.
 """
 
@@ -34,6 +35,7 @@ def run(cfg: DictConfig) -> Path:
     )
     manifest = load_embeddings(out_dir).manifest
     print(json.dumps({"output_dir": str(out_dir), "method": manifest["method"], "shapes": manifest["shapes"],
+                      "query_side": manifest["query_side"],
                       "skipped_descriptions": manifest["skipped_descriptions"]}, indent=2))
     return out_dir
 
