@@ -222,7 +222,8 @@ def _world_size() -> int:
     return 1
 
 
-def _gather_with_grad(tensor: Tensor) -> Tensor:
+def gather_with_grad(tensor: Tensor) -> Tensor:
+    """All-gather ``tensor`` (equal shapes on every rank) along dim 0, gradients flowing back."""
     # torch >= 2.14 deprecates distributed.nn.functional.all_gather for the functional
     # collective; both sum the ranks' gradients in backward (a reduce-scatter).
     if _all_gather_single_autograd is not None:
@@ -247,7 +248,8 @@ class _ContiguousGrad(torch.autograd.Function):
         return grad.contiguous()
 
 
-def _gather_no_grad(tensor: Tensor) -> Tensor:
+def gather_no_grad(tensor: Tensor) -> Tensor:
+    """All-gather ``tensor`` along dim 0 without gradients (bool tensors too)."""
     # gloo cannot all_gather bool tensors: ship them as uint8.
     payload = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.contiguous()
     gathered = [torch.empty_like(payload) for _ in range(dist.get_world_size())]
@@ -351,21 +353,21 @@ class RCMLLoss(nn.Module):
 
         if _world_size() > 1:
             src_image, src_text, dst_image, dst_text = (
-                _gather_with_grad(t) for t in (src_image, src_text, dst_image, dst_text)
+                gather_with_grad(t) for t in (src_image, src_text, dst_image, dst_text)
             )
-            src_image_valid = _gather_no_grad(src_image_valid)
-            dst_image_valid = _gather_no_grad(dst_image_valid)
+            src_image_valid = gather_no_grad(src_image_valid)
+            dst_image_valid = gather_no_grad(dst_image_valid)
             if src_key is not None and dst_key is not None:
-                src_key, dst_key = _gather_no_grad(src_key), _gather_no_grad(dst_key)
+                src_key, dst_key = gather_no_grad(src_key), gather_no_grad(dst_key)
             if false_negatives is not None:
-                blocks = _gather_no_grad(false_negatives).view(-1, num_pairs, num_pairs)  # (W, P, P)
+                blocks = gather_no_grad(false_negatives).view(-1, num_pairs, num_pairs)  # (W, P, P)
                 false_negatives = torch.block_diag(*blocks.unbind(0))  # (W P, W P)
             if relation_ids is not None:
-                relation_ids = _gather_no_grad(relation_ids)
+                relation_ids = gather_no_grad(relation_ids)
             if neg_image is not None and neg_text is not None:
-                neg_image, neg_text = _gather_with_grad(neg_image), _gather_with_grad(neg_text)
-                neg_valid = _gather_no_grad(neg_valid)
-                neg_image_valid = _gather_no_grad(neg_image_valid)
+                neg_image, neg_text = gather_with_grad(neg_image), gather_with_grad(neg_text)
+                neg_valid = gather_no_grad(neg_valid)
+                neg_image_valid = gather_no_grad(neg_image_valid)
 
         fn_mask = None
         if self.mask_false_negatives:

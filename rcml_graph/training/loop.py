@@ -40,7 +40,7 @@ from rcml_graph.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from rcml_graph.training.distributed import DistInfo, barrier, broadcast_flag
+from rcml_graph.training.distributed import DistInfo, barrier, broadcast_flag, sharded_product_features
 from rcml_graph.training.finetune import step_description_table
 from rcml_graph.training.metrics_log import MetricsLogger
 from rcml_graph.training.pairs import shard_pairs
@@ -166,21 +166,27 @@ class _StepLoss(nn.Module):
     """
 
     def __init__(self, head: RCMLHead, loss_fn: RCMLLoss, source: FeatureSource, num_relations: int,
-                 options: FitOptions) -> None:
+                 options: FitOptions, shard: DistInfo | None = None) -> None:
         super().__init__()
         self.head = head
         self.loss_fn = loss_fn
         self.source = source  # a submodule when it is a trainable backbone
         self.num_relations = num_relations
         self.options = options
+        #: under DDP with a trainable backbone: each rank encodes its share of the products
+        self.shard = shard
 
     def forward(self, batch: PairBatch, description_table: Tensor | None, pairs: slice | None,
                 device: torch.device) -> tuple[Tensor, dict[str, Tensor], int]:
         step_table = step_description_table(self.head, self.source, description_table, batch.desc_id, device)
+        features = None
+        if self.shard is not None:
+            features = sharded_product_features(self.source, batch.products, self.shard, device)
         return pair_loss(self.head, self.loss_fn, batch, self.source, step_table, self.num_relations,
                          device, self.options.graph_false_negatives, pairs,
                          conditioned=not self.head.global_only,
-                         random_negatives=self.options.random_negatives, w_global=self.options.w_global)
+                         random_negatives=self.options.random_negatives, w_global=self.options.w_global,
+                         features=features)
 
 
 def fit(
@@ -244,7 +250,9 @@ def fit(
     config_json = json.dumps(config or {}, sort_keys=True, default=str)
 
     modules = _trainable_modules(head, source)
-    step_loss: nn.Module = _StepLoss(head, loss_fn, source, num_relations, options)
+    # A trainable backbone under DDP encodes a share of each step's products per rank.
+    shard = dist_info if dist_info.enabled and "backbone" in modules else None
+    step_loss: nn.Module = _StepLoss(head, loss_fn, source, num_relations, options, shard)
     if dist_info.enabled:
         # A trainable backbone may leave parameters out of a step's graph (the image tower
         # when no product of the batch has an image), which DDP must be told to expect.

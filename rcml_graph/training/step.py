@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rcml_graph.losses import RCMLLoss, view_keys
+from rcml_graph.model.features import ProductFeatures
 from rcml_graph.sampling import PairBatch, false_negative_mask
 from rcml_graph.training.sources import FeatureSource
 
@@ -52,6 +53,7 @@ def pair_loss(
     conditioned: bool = False,
     random_negatives: int = 0,
     w_global: float = 0.0,
+    features: ProductFeatures | None = None,
 ) -> tuple[Tensor, dict[str, Tensor], int]:
     """The loss of ``batch`` (or of its pairs ``pairs``, this rank's shard under DDP).
 
@@ -74,12 +76,17 @@ def pair_loss(
     candidates embedded under each pair's relation (a few dozen); this auxiliary term trains the
     shared projections with the whole batch as negatives.
 
+    ``features``: the batch's product table when the caller has it already (under DDP each
+    rank encodes a share of it, :func:`rcml_graph.training.distributed.sharded_product_features`);
+    None reads it from ``source``.
+
     Returns:
         ``(loss, terms, number of pairs)``.
     """
     select = pairs if pairs is not None else slice(None)
     src, dst, desc = batch.src[select], batch.dst[select], batch.desc_id[select]
-    features = source.product_features(batch.products, device=device)
+    if features is None:
+        features = source.product_features(batch.products, device=device)
     # Random in-batch draws would only repeat a global-only head's in-batch candidates.
     negatives = explicit_negatives(batch, random_negatives if conditioned else 0, pairs)
     with_global = conditioned and w_global > 0

@@ -75,6 +75,14 @@ def run_finetune(rank: int, world_size: int, out: str) -> None:
     head = build_head(head_kwargs(variant, HeadOptions(d_model=8, num_heads=2), source.embed_dim,
                                   source.image_token_dim, source.text_token_dim, 3))
     sampler = build_sampler(ring_graph(), "relations", batch_size=6, positives_per_anchor=1, seed=0)
+    encoded = []  # products this rank's backbone encodes per call
+    read = source.product_features
+
+    def counting(index, *args, **kwargs):
+        encoded.append(index.numel())
+        return read(index, *args, **kwargs)
+
+    source.product_features = counting
     options = FitOptions(epochs=1, max_steps=2, lr=1e-2, backbone_lr=5e-3, warmup_steps=1,
                          graph_false_negatives=False, validate_before=False, show_progress=False,
                          tensorboard=False, patience=None)
@@ -83,7 +91,8 @@ def run_finetune(rank: int, world_size: int, out: str) -> None:
                   dist_info=DistInfo(rank, world_size, rank))
     if rank == 0:
         torch.save({"head": head.state_dict(), "backbone": source.state_dict(), "step": metrics["step"],
-                    "loss": metrics["train/epoch_loss"]}, Path(out) / f"finetune{world_size}.pt")
+                    "loss": metrics["train/epoch_loss"], "encoded": encoded},
+                   Path(out) / f"finetune{world_size}.pt")
 
 
 def run(rank: int, world_size: int, port: int, out: str) -> None:
@@ -165,6 +174,9 @@ def test_two_gloo_ranks_fine_tune_the_backbone_like_one_process(runs):
         for name, value in one[part].items():
             # 2 steps: the runs differ by ~3e-6 (float summation order)
             assert torch.allclose(value, two[part][name], atol=1e-4), f"{part}.{name}"
+    # Each rank runs the backbone on its half of a step's products (rounded up), not on all.
+    assert len(one["encoded"]) == len(two["encoded"]) == 2 and min(one["encoded"]) > 1
+    assert two["encoded"] == [-(-n // 2) for n in one["encoded"]]
     # Rank 0's checkpoint holds the tuned backbone.
     saved = load_checkpoint(runs / "finetune_w2" / "checkpoints" / "last.pt")["modules"]
     for name, value in two["backbone"].items():
