@@ -260,8 +260,10 @@ class LinkPredConfig:
     """Options of ``python -m rcml_graph.linkpred`` (see ``rcml_graph.downstream.LinkPredSettings``).
 
     Attributes:
-        features: ``rcml``, ``clip``, ``backbone`` or ``random``.
-        checkpoint: For ``rcml``/``clip``: a checkpoint file (exported on the fly) or an export
+        features: ``rcml`` (asymmetric: sources read RCML's query-side views), ``rcml_symmetric``,
+            ``clip``, ``unconditioned``, ``backbone`` or ``random``
+            (``rcml_graph.downstream.FEATURE_SOURCES``).
+        checkpoint: For the checkpoint-based sources: a checkpoint file (exported on the fly) or an export
             folder; None uses ``<data_root>/<domain>/embeddings/<features>``.
         models: ``sage`` (to_hetero GraphSAGE) and/or ``mlp`` (no message passing).
         target_kind: The relation kind whose held-out edges are predicted.
