@@ -10,6 +10,21 @@ from rcml_graph.downstream import LinkPredSettings, random_features, train_and_e
 from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_type
 
 
+def _also_bought_graph(num_products: int, edge_index: torch.Tensor, generator: torch.Generator) -> HeteroData:
+    """A product graph of ``also_bought`` links ``edge_index`` (and reverses), 80/10/10 split per pair."""
+    split = torch.multinomial(torch.tensor([0.8, 0.1, 0.1]), edge_index.size(1), replacement=True, generator=generator)
+    data = HeteroData()
+    data["product"].num_nodes = num_products
+    data["product"].category_id = torch.full((num_products,), -1)
+    for etype, ei in ((edge_type("also_bought"), edge_index), (reverse_edge_type("also_bought"), edge_index.flip(0))):
+        data[etype].edge_index = ei
+        data[etype].split = split
+        data[etype].desc_id = torch.ones_like(split)
+    data.relation_text = [SELF_RELATION_TEXT, "also bought by the same customers"]
+    data.relation_kind_of_desc = torch.tensor([-1, 0])
+    return data
+
+
 def _clustered_graph(num_clusters: int = 20, size: int = 10, seed: int = 0) -> tuple[HeteroData, torch.Tensor]:
     """Products in clusters; also_bought links only inside a cluster; 80/10/10 split per pair."""
     generator = torch.Generator().manual_seed(seed)
@@ -18,17 +33,7 @@ def _clustered_graph(num_clusters: int = 20, size: int = 10, seed: int = 0) -> t
     u, v = torch.triu_indices(n, n, offset=1)
     inside = cluster[u] == cluster[v]
     keep = inside & (torch.rand(u.numel(), generator=generator) < 0.5)
-    edge_index = torch.stack([u[keep], v[keep]])
-    split = torch.multinomial(torch.tensor([0.8, 0.1, 0.1]), edge_index.size(1), replacement=True, generator=generator)
-    data = HeteroData()
-    data["product"].num_nodes = n
-    data["product"].category_id = torch.full((n,), -1)
-    for etype, ei in ((edge_type("also_bought"), edge_index), (reverse_edge_type("also_bought"), edge_index.flip(0))):
-        data[etype].edge_index = ei
-        data[etype].split = split
-        data[etype].desc_id = torch.ones_like(split)
-    data.relation_text = [SELF_RELATION_TEXT, "also bought by the same customers"]
-    data.relation_kind_of_desc = torch.tensor([-1, 0])
+    data = _also_bought_graph(n, torch.stack([u[keep], v[keep]]), generator)
     informative = torch.nn.functional.one_hot(cluster, num_clusters).float() + 0.1 * torch.randn(n, num_clusters, generator=generator)
     return data, informative
 
@@ -155,17 +160,7 @@ def _directed_graph(num_clusters: int = 20, size: int = 10, seed: int = 0
     u, v = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     u, v = u.reshape(-1), v.reshape(-1)
     keep = (cluster[v] == (cluster[u] + 1) % num_clusters) & (torch.rand(u.numel(), generator=generator) < 0.5)
-    edge_index = torch.stack([u[keep], v[keep]])
-    split = torch.multinomial(torch.tensor([0.8, 0.1, 0.1]), edge_index.size(1), replacement=True, generator=generator)
-    data = HeteroData()
-    data["product"].num_nodes = n
-    data["product"].category_id = torch.full((n,), -1)
-    for etype, ei in ((edge_type("also_bought"), edge_index), (reverse_edge_type("also_bought"), edge_index.flip(0))):
-        data[etype].edge_index = ei
-        data[etype].split = split
-        data[etype].desc_id = torch.ones_like(split)
-    data.relation_text = [SELF_RELATION_TEXT, "also bought by the same customers"]
-    data.relation_kind_of_desc = torch.tensor([-1, 0])
+    data = _also_bought_graph(n, torch.stack([u[keep], v[keep]]), generator)
     one_hot = torch.nn.functional.one_hot
     target = one_hot(cluster, num_clusters).float() + 0.1 * torch.randn(n, num_clusters, generator=generator)
     source = one_hot((cluster + 1) % num_clusters, num_clusters).float() + 0.1 * torch.randn(n, num_clusters,
