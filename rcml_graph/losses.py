@@ -392,13 +392,15 @@ class RCMLLoss(nn.Module):
         if self.w_intra > 0:
             specs += [("i2i", src_image, dst_image, src_image_valid, dst_image_valid, neg_image, neg_image_valid),
                       ("t2t", src_text, dst_text, always, always, neg_text, neg_valid)]
-        columns = [torch.stack(column) for column in list(zip(*specs))[1:5]]  # (T, P, E) x2, (T, P) x2
-        negatives = None if neg_image is None else [torch.stack([spec[k] for spec in specs]) for k in (5, 6)]
+        names, anchors, candidates, anchor_valid, candidate_valid, negatives, negative_valid = zip(*specs)
+        with_negatives = neg_image is not None
         values = self._stacked_terms(
-            columns[0], columns[1], logit_scale, fn_mask, columns[2].bool(), columns[3].bool(),
-            *(negatives if negatives is not None else (None, None)),
+            torch.stack(anchors), torch.stack(candidates), logit_scale, fn_mask,  # (T, P, E) each
+            torch.stack(anchor_valid).bool(), torch.stack(candidate_valid).bool(),  # (T, P) each
+            torch.stack(negatives) if with_negatives else None,  # (T, P, M, E)
+            torch.stack(negative_valid).bool() if with_negatives else None,  # (T, P, M)
         )  # (T,)
-        value = dict(zip((spec[0] for spec in specs), values.unbind(0)))
+        value = dict(zip(names, values.unbind(0)))
         total = src_image.new_zeros(())
         if self.w_inter > 0:
             inter = (value["i2t"] + value["t2i"]) / 2

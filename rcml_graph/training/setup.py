@@ -40,7 +40,7 @@ def head_kwargs(variant: Variant, options: HeadOptions, embed_dim: int, image_to
     return kwargs
 
 
-#: ``train.compile_loss`` settings: ``auto`` compiles on CUDA only.
+#: ``train.compile_loss`` settings (see :func:`resolve_compile`).
 COMPILE_MODES = ("auto", "true", "false")
 
 
