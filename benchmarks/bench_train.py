@@ -37,6 +37,7 @@ from rcml_graph.training import (
     build_sampler,
     head_kwargs,
     pair_loss,
+    prepare_frozen_source,
     random_features,
 )
 from rcml_graph.training.finetune import (
@@ -104,6 +105,9 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
                                   args.token_dim, table.shape[0]), device)
     optimizer = build_optimizer(head, 1e-4, 0.1)
     loss_fn = build_loss(variant, compile_loss=args.compile_loss)
+    if not args.raw_tokens:
+        # As rcml_graph.train does: a conditioned head reads tokens normalised once (bf16 on CUDA).
+        source = prepare_frozen_source(source, head, device, "bfloat16")  # type: ignore[assignment]
     # CLIP gets the same number of products per batch as RCML touches (anchors + targets).
     batch = args.batch if pairs == "relations" else args.batch * 2
     sampler = build_sampler(data, pairs, batch_size=batch, positives_per_anchor=4, seed=0, device=device,
@@ -272,6 +276,9 @@ def main() -> None:
                         help="weight of the relation-free auxiliary loss, conditioned heads (training default)")
     parser.add_argument("--compile-loss", action="store_true",
                         help="torch.compile the loss's stacked terms (train.compile_loss)")
+    parser.add_argument("--raw-tokens", action="store_true",
+                        help="frozen mode: mask and layer-normalise the fp32 tokens every step (before session 6) "
+                             "instead of once up front")
     parser.add_argument("--profile", type=int, default=0, help="profile this many steps per variant (stderr)")
     parser.add_argument("--loop-steps", type=int, default=0,
                         help="also time this many steps drawing batches live, without and with prefetch")

@@ -46,6 +46,7 @@ from rcml_graph.training import (
     fit,
     head_kwargs,
     init_distributed,
+    prepare_frozen_source,
     resolve_pairs,
 )
 from rcml_graph.training.finetune import (
@@ -192,6 +193,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     head = build_head(kwargs, device)
     if not head.global_only and variant.relation_mode == "description":
         head.cache_descriptions(description_table)
+    if t.backbone != "finetune":
+        source = prepare_frozen_source(source, head, device, t.amp_dtype)
     loss_fn = build_loss(variant, t.w_inter, t.w_intra, t.mask_false_negatives,
                          compile_loss=resolve_compile(t.compile_loss, device, not head.global_only))
     sampler = build_sampler(data, pairs, batch_size=t.batch_size,

@@ -38,7 +38,9 @@ class RelationCrossAttention(nn.Module):
         - **input:** relation ``(V, relation_dim)``, tokens ``(N, L, token_dim)``,
           token_mask ``(N, L)`` bool with True for tokens that may be attended,
           token_index ``(V,)`` long row of ``tokens`` for each view (None: ``V == N`` and
-          view ``v`` uses row ``v``).
+          view ``v`` uses row ``v``), normalized: ``tokens`` are already affine-free
+          layer-normalised with ``token_norm.eps`` and zero at padded positions
+          (:meth:`rcml_graph.model.features.ProductFeatures.normalize_tokens`).
         - **output:** attended ``(V, out_dim)`` (zeros on empty rows), empty ``(V,)`` bool.
     """
 
@@ -154,7 +156,8 @@ class RelationCrossAttention(nn.Module):
         return out + b_value.view(1, num_heads, 1, head_dim)
 
     def forward(
-        self, relation: Tensor, tokens: Tensor, token_mask: Tensor, token_index: Tensor | None = None
+        self, relation: Tensor, tokens: Tensor, token_mask: Tensor, token_index: Tensor | None = None,
+        normalized: bool = False,
     ) -> tuple[Tensor, Tensor]:
         num_rows, length, _ = tokens.shape
         num_views = relation.shape[0]
@@ -164,15 +167,19 @@ class RelationCrossAttention(nn.Module):
             )
         head_dim = self.d_model // self.num_heads
         token_mask = token_mask.to(torch.bool)
-        # Padded positions may hold anything (even NaN): zero them so they reach no gradient.
-        # (Skipped when nothing is padded: the copy costs as much as the layer norm.)
-        if not bool(token_mask.all()):
-            tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
-
-        # Affine-free: the layer norm's scale and shift are folded into the projections.
-        norm = self.token_norm
-        normed = F.layer_norm(tokens, norm.normalized_shape, None, None, norm.eps)  # (N, L, token_dim)
         weight, bias = self._token_projection()
+        if normalized:
+            # Already affine-free normalised with padding zeroed (ProductFeatures.normalize_tokens),
+            # possibly stored in the autocast dtype; outside autocast, compute in the weights' dtype.
+            normed = tokens if torch.is_autocast_enabled(tokens.device.type) else tokens.to(weight.dtype)
+        else:
+            # Padded positions may hold anything (even NaN): zero them so they reach no gradient.
+            # (Skipped when nothing is padded: the copy costs as much as the layer norm.)
+            if not bool(token_mask.all()):
+                tokens = tokens.masked_fill(~token_mask[..., None], 0.0)
+            # Affine-free: the layer norm's scale and shift are folded into the projections.
+            norm = self.token_norm
+            normed = F.layer_norm(tokens, norm.normalized_shape, None, None, norm.eps)  # (N, L, token_dim)
         if token_index is None:
             token_index = torch.arange(num_rows, device=tokens.device)
         # Group the views by product row instead of gathering keys/values per view (a (V, H, L, d)

@@ -266,13 +266,15 @@ class RCMLHead(nn.Module):
         unique_product = torch.div(unique_key, num_relation_keys, rounding_mode="floor")
         unique_relation = unique_key - unique_product * num_relation_keys
 
+        normalized = self._check_normalized(products)
         relation = self.relation_encoder(unique_relation, description_table)  # (U, D)
         # Keys/values are per product: project the tokens of the products in use once each.
         used_product, token_index = torch.unique(unique_product, return_inverse=True)  # (N_u,), (U,)
-        image_attended, image_empty = self._attend_images(products, relation, used_product, token_index)
+        image_attended, image_empty = self._attend_images(products, relation, used_product, token_index,
+                                                          normalized)
         text_attended, _ = self.text_attention(
             relation, _rows(products.text_tokens, used_product), _rows(products.text_mask, used_product),
-            token_index,
+            token_index, normalized,
         )  # (U, D)
 
         beta = self.beta
@@ -306,8 +308,29 @@ class RCMLHead(nn.Module):
         image = torch.where(views.image_valid[:, None], image, text)
         return ViewEmbeddings(image, text, views.image_valid)
 
+    @property
+    def token_norm_eps(self) -> float:
+        """The eps of the attention's token layer norms (what pre-normalised tokens must use)."""
+        if self.image_attention is None or self.text_attention is None:
+            raise ValueError("a global-only head has no token attention (and reads no tokens)")
+        return self.image_attention.token_norm.eps
+
+    def _check_normalized(self, products: ProductFeatures) -> bool:
+        """Whether ``products`` holds pre-normalised tokens, with this head's layer-norm eps."""
+        eps = products.token_norm_eps
+        if eps is None:
+            return False
+        assert self.image_attention is not None and self.text_attention is not None
+        for name, attention in (("image", self.image_attention), ("text", self.text_attention)):
+            if attention.token_norm.eps != eps:
+                raise ValueError(f"tokens normalised with eps={eps}, but the {name} attention's token "
+                                 f"layer norm has eps={attention.token_norm.eps}; accepted: raw tokens "
+                                 f"(token_norm_eps=None) or tokens normalised with eps={attention.token_norm.eps}")
+        return True
+
     def _attend_images(
-        self, products: ProductFeatures, relation: Tensor, used_product: Tensor, token_index: Tensor
+        self, products: ProductFeatures, relation: Tensor, used_product: Tensor, token_index: Tensor,
+        normalized: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Image cross-attention of ``U`` views, run only on products that have an image.
 
@@ -320,7 +343,7 @@ class RCMLHead(nn.Module):
         has_tokens = token_mask.any(dim=1)  # (N_u,)
         if bool(has_tokens.all()):
             return self.image_attention(relation, _rows(products.image_tokens, used_product), token_mask,
-                                        token_index)
+                                        token_index, normalized)
         view_has = has_tokens[token_index]  # (U,)
         attended = relation.new_zeros(relation.shape[0], self.image_attention.out_proj.out_features)
         if not bool(view_has.any()):
@@ -332,8 +355,11 @@ class RCMLHead(nn.Module):
             products.image_tokens[used_product[has_tokens]],
             token_mask[has_tokens],
             row_of[token_index[views]],
+            normalized,
         )  # (U_i, D)
-        return attended.index_put((views,), out), ~view_has
+        # In out's dtype: under autocast the attention's output projection gives bf16 while the
+        # relation rows (hence ``attended``) may be float32.
+        return attended.to(out.dtype).index_put((views,), out), ~view_has
 
     def forward(
         self,

@@ -120,4 +120,5 @@ def sharded_product_features(source: FeatureSource, index: Tensor, info: DistInf
         text_mask=flags(text_mask),
         has_image=flags(features.has_image),
         image_mask=None if features.image_mask is None else flags(features.image_mask),
+        token_norm_eps=features.token_norm_eps,
     )

@@ -262,3 +262,85 @@ def test_with_global_gives_the_relation_free_views_of_the_same_projections() -> 
     torch.testing.assert_close(out.global_dst_image, image[dst])
     torch.testing.assert_close(out.global_src_image[1], text[2])  # product 2 has no image
     assert head(products, src, dst, rel, table).global_src_text is None
+
+
+def _affine_head() -> RCMLHead:
+    """A head whose token layer norms have a non-trivial affine (what normalisation must not fold away)."""
+    head = _head().train()
+    with torch.no_grad():
+        for attention in (head.image_attention, head.text_attention):
+            attention.token_norm.weight.uniform_(0.5, 1.5)
+            attention.token_norm.bias.normal_()
+            attention.key_proj.bias.normal_()
+    return head
+
+
+def _pair_outputs_and_grads(head: RCMLHead, products: ProductFeatures) -> list[torch.Tensor]:
+    head.zero_grad()
+    out = head(products, torch.tensor([0, 1, 3, 2]), torch.tensor([3, 2, 0, 0]), torch.tensor([1, 2, 1, 0]),
+               _descriptions(), torch.tensor([[2, 1], [0, -1], [1, 3], [3, 2]]))
+    loss = sum((t * torch.linspace(-1, 1, t.shape[-1])).sum()
+               for t in (out.src_image, out.src_text, out.dst_image, out.dst_text, out.neg_image, out.neg_text))
+    loss.backward()
+    values = [out.src_image, out.src_text, out.dst_image, out.dst_text, out.neg_image, out.neg_text]
+    return [v.detach() for v in values] + [p.grad.clone() for p in head.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("path", ["projected", "absorbed"])
+def test_prenormalised_tokens_give_the_raw_tokens_values_and_gradients(path: str, monkeypatch) -> None:
+    from rcml_graph.model.attention import RelationCrossAttention
+
+    monkeypatch.setattr(RelationCrossAttention, "attention_path", path)
+    head = _affine_head()
+    raw = _products()
+    raw.text_tokens[1, 2:] = float("nan")  # padding may hold anything
+    raw.image_tokens[2] = float("nan")  # product 2 has no image
+    normalised = raw.normalize_tokens(eps=head.token_norm_eps)
+    assert normalised.token_norm_eps == head.token_norm_eps
+    assert torch.isfinite(normalised.text_tokens).all() and torch.isfinite(normalised.image_tokens).all()
+    assert (normalised.image_tokens[2] == 0).all() and (normalised.text_tokens[1, 2:] == 0).all()
+    expected = _pair_outputs_and_grads(head, raw)
+    got = _pair_outputs_and_grads(head, normalised)
+    assert len(got) == len(expected) > 6  # the token norms' affine parameters got gradients too
+    assert head.image_attention.token_norm.weight.grad is not None
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a, b)
+    # A different eps would be a different function: refused, naming both values.
+    with pytest.raises(ValueError, match=r"eps=0.001.*eps=1e-05"):
+        head(raw.normalize_tokens(eps=1e-3), torch.tensor([0]), torch.tensor([1]), torch.tensor([1]),
+             _descriptions())
+    with pytest.raises(ValueError, match="already normalised"):
+        normalised.normalize_tokens()
+
+
+def test_bfloat16_prenormalised_tokens_match_raw_tokens_under_autocast() -> None:
+    head = _affine_head()
+    raw = _products()
+    stored = raw.normalize_tokens(eps=head.token_norm_eps, dtype=torch.bfloat16)
+    assert stored.text_tokens.dtype == stored.image_tokens.dtype == torch.bfloat16
+    assert stored.text_global.dtype == torch.float32  # globals are left as they are
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = _pair_outputs_and_grads(head, raw)
+        got = _pair_outputs_and_grads(head, stored)
+    for a, b in zip(expected, got):
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+    # Outside autocast the bf16 tokens are computed in the weights' dtype (no dtype clash).
+    fp32 = _pair_outputs_and_grads(head, stored)
+    assert fp32[0].dtype == torch.float32
+
+
+def test_tensor_features_keep_normalised_tokens_and_their_dtype() -> None:
+    from rcml_graph.training import TensorFeatures, prepare_frozen_source
+
+    table = TensorFeatures(_products())
+    conditioned, global_only = _head(), _head(beta=1.0)
+    assert prepare_frozen_source(table, global_only, torch.device("cpu"), "bfloat16") is table
+    prepared = prepare_frozen_source(table, conditioned, torch.device("cpu"), "bfloat16")
+    picked = prepared.product_features(torch.tensor([3, 1]))
+    assert picked.token_norm_eps == conditioned.token_norm_eps
+    assert picked.text_tokens.dtype == torch.float32  # bf16 storage only under CUDA autocast
+    expected = _products().normalize_tokens()
+    torch.testing.assert_close(picked.text_tokens, expected.text_tokens[[3, 1]])
+    torch.testing.assert_close(picked.image_global, expected.image_global[[3, 1]])
+    bf16 = table.with_normalized_tokens(dtype=torch.bfloat16).product_features(torch.tensor([0]))
+    assert bf16.image_tokens.dtype == torch.bfloat16 and bf16.image_global.dtype == torch.float32
