@@ -59,6 +59,7 @@ def settings_from_config(cfg: DictConfig) -> LinkPredSettings:
         max_full_batch_nodes=lp.max_full_batch_nodes, device=lp.device, feature_norm=lp.feature_norm,
         selection=lp.selection, mode=lp.mode, batch_size=lp.batch_size,
         num_neighbors=tuple(int(k) for k in lp.num_neighbors), relation_aggr=lp.relation_aggr,
+        train_negatives=lp.train_negatives,
     )
 
 
@@ -170,7 +171,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                          x_source=x_source)
             log.info("%s/%s seed %d: test mrr heart %.4f uniform %.4f (best epoch %d)", method, model_name, seed,
                      outcome.metrics["heart"]["mrr"], outcome.metrics["uniform"]["mrr"], outcome.best_epoch)
-            rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind)
+            rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind, settings.train_negatives)
     append_rows(out_dir / "results.json", domain, rows)
     append_rows(Path(cfg.linkpred.results_dir) / domain / "results.json", domain, rows)
     table = markdown_table(rows, task=LINKPRED_TASK, index=("method", "model"), columns=("protocol", "metric"))

@@ -278,6 +278,8 @@ class LinkPredConfig:
         batch_size: Training positives per mini-batch.
         num_neighbors: Mini-batch fan-out per hop (one per layer; -1 keeps all neighbours).
         relation_aggr: How the SAGE model combines relation types' messages: ``mean`` or ``sum``.
+        train_negatives: Training negatives: ``uniform`` (random pairs), ``heart`` (HeaRT-style hard
+            negatives drawn on the training graph only) or ``mixed`` (one of each per positive).
     """
 
     features: str = "random"
@@ -305,6 +307,7 @@ class LinkPredConfig:
     batch_size: int = 1024
     num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
     relation_aggr: str = "mean"
+    train_negatives: str = "uniform"
     device: str = "cpu"
     results_dir: str = "results"
     output_dir: Optional[str] = None

@@ -1,7 +1,10 @@
 """Training and evaluation of a link predictor on one relation kind, full-batch or mini-batch.
 
-Training: BCE on the target kind's leakage-free training edges against as many random
-negatives, message passing over every relation kind's training edges
+Training: BCE on the target kind's leakage-free training edges against ``train_negatives``:
+``uniform`` (as many random pairs as positives), ``heart`` (one HeaRT-style hard negative per
+positive, from its source's pool built on the training graph only:
+:func:`build_training_negatives`) or ``mixed`` (one of each per positive). Message passing runs
+over every relation kind's training edges
 (:func:`~rcml_graph.downstream.splits.message_passing_graph`). Full-batch where the graph fits
 (``max_full_batch_nodes``); otherwise mini-batches of training edges whose endpoints' k-hop
 neighbourhoods come from :class:`~rcml_graph.downstream.neighbors.NeighborSampler`. Node
@@ -41,14 +44,17 @@ from rcml_graph.eval.ogb_eval import link_hits, link_mrr
 from rcml_graph.eval.results import ResultRow
 from rcml_graph.relations import PRODUCT, check_kind, edge_type
 
-__all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "EvaluationSet", "LinkPredOutcome", "LinkPredSettings",
-           "build_evaluation_set", "embedding_score_metrics", "linkpred_rows", "resolve_mode", "train_and_evaluate"]
+__all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "TRAIN_NEGATIVES", "EvaluationSet", "LinkPredOutcome",
+           "LinkPredSettings", "build_evaluation_set", "build_training_negatives", "embedding_score_metrics",
+           "linkpred_rows", "resolve_mode", "train_and_evaluate"]
 
 LINKPRED_TASK = "linkpred"
 #: Accepted ``mode`` values: ``auto`` is mini-batch above ``max_full_batch_nodes``.
 LINKPRED_MODES: tuple[str, ...] = ("auto", "full", "minibatch")
 #: Protocols whose validation MRR can select the epoch.
 SELECTIONS: tuple[str, ...] = ("uniform", "heart")
+#: Training negatives: random pairs, HeaRT-style hard ones from the training graph, or one of each.
+TRAIN_NEGATIVES: tuple[str, ...] = ("uniform", "heart", "mixed")
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class LinkPredSettings:
     num_neighbors: tuple[int, ...] = (10, 10)
     #: ``to_hetero`` combination of the relation types' messages: ``mean`` or ``sum``.
     relation_aggr: str = "mean"
+    #: Training negatives: ``uniform``, ``heart`` (hard, from the training graph) or ``mixed``.
+    train_negatives: str = "uniform"
 
     def __post_init__(self) -> None:
         check_kind(self.target_kind)
@@ -90,7 +98,8 @@ class LinkPredSettings:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         for name, accepted in (("feature_norm", FEATURE_NORMS), ("selection", SELECTIONS),
-                               ("mode", LINKPRED_MODES), ("relation_aggr", RELATION_AGGRS)):
+                               ("mode", LINKPRED_MODES), ("relation_aggr", RELATION_AGGRS),
+                               ("train_negatives", TRAIN_NEGATIVES)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; accepted: {', '.join(accepted)}")
         if len(self.num_neighbors) != self.num_layers:
@@ -144,6 +153,38 @@ def build_evaluation_set(data: HeteroData, split: str, settings: LinkPredSetting
     uniform = uniform_negatives(positives[0], int(data[PRODUCT].num_nodes), settings.num_negatives, true_links,
                                 generator)
     return EvaluationSet(positives, hard, shared, uniform)
+
+
+def build_training_negatives(data: HeteroData, settings: LinkPredSettings, generator: torch.Generator,
+                             message_edge_index: Tensor | None = None) -> Tensor:
+    """``(P, K)`` HeaRT-style negative targets for each training positive, from training data only.
+
+    The same construction as the evaluation's hard negatives (:func:`heart_negatives`, ``K =
+    settings.num_negatives``): the 2-hop neighbourhood in the message-passing graph and the
+    category of the source first. Unlike the evaluation, only the source's *training* links of the
+    target kind are excluded: excluding held-out links too would tell the model which of its hard
+    candidates are the held-out answers (they would be the only ones never pushed down), so a
+    validation/test pair may be drawn here, as with the uniform sampler. One pool per distinct
+    source; training draws one column of a positive's row per epoch.
+
+    Args:
+        data: The built graph.
+        settings: ``target_kind`` and ``num_negatives``.
+        generator: Seeds the order inside each HeaRT tier.
+        message_edge_index: ``(2, E)`` edges of :func:`message_passing_graph` (built when None).
+
+    Returns:
+        ``(P, K)`` targets; row ``i`` belongs to column ``i`` of
+        ``target_edges(data, settings.target_kind, "train")``.
+    """
+    train_pos = target_edges(data, settings.target_kind, "train")
+    if message_edge_index is None:
+        graph = message_passing_graph(data, torch.zeros(int(data[PRODUCT].num_nodes), 1))
+        message_edge_index = torch.cat([s.edge_index for s in graph.edge_stores], dim=1)
+    sources, row_of_positive = train_pos[0].unique(return_inverse=True)
+    pool = heart_negatives(sources, message_edge_index, train_pos, data[PRODUCT].category_id,
+                           settings.num_negatives, generator)
+    return pool[row_of_positive]
 
 
 @torch.no_grad()
@@ -256,6 +297,9 @@ def train_and_evaluate(
     train_pos = target_edges(data, settings.target_kind, "train")
     if train_pos.size(1) == 0:
         raise ValueError(f"no training edges of kind {settings.target_kind!r}")
+    hard_pool, negative_generator = None, torch.Generator().manual_seed(seed * 100_003 + 17)
+    if settings.train_negatives != "uniform":
+        hard_pool = build_training_negatives(data, settings, negative_generator, message_edges)
     sampler = None
     if mode == "minibatch":
         sampler = NeighborSampler(graph, settings.num_neighbors if model_name == "sage" else ())
@@ -273,10 +317,13 @@ def train_and_evaluate(
     for epoch in range(1, settings.epochs + 1):
         model.train()
         if sampler is None:
+            hard = None if hard_pool is None else _draw_hard(train_pos, hard_pool, negative_generator).to(device)
             with _python_random_seeded(seed * 100_003 + epoch):
-                loss = _full_batch_step(model, optimizer, graph, train_pos.to(device), num_nodes)
+                loss = _full_batch_step(model, optimizer, graph, train_pos.to(device), num_nodes, hard,
+                                        uniform=settings.train_negatives != "heart")
         else:
-            loss = _minibatch_epoch(model, optimizer, sampler, train_pos, settings.batch_size, generator, device)
+            loss = _minibatch_epoch(model, optimizer, sampler, train_pos, settings.batch_size, generator, device,
+                                    hard_pool, uniform=settings.train_negatives != "heart")
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
             h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
             scores = _protocol_scores(model, h, evaluation["val"], with_shared=False)
@@ -321,29 +368,44 @@ def _pair_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:
         F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
 
 
+def _draw_hard(positives: Tensor, pool: Tensor, generator: torch.Generator) -> Tensor:
+    """``(2, P)`` pairs: each positive's source with one random column of its pool row ``(P, K)``."""
+    column = torch.randint(0, pool.size(1), (pool.size(0),), generator=generator)
+    return torch.stack([positives[0], pool[torch.arange(pool.size(0)), column]])
+
+
 def _full_batch_step(model: LinkPredictor, optimizer: torch.optim.Optimizer, graph: HeteroData, train_pos: Tensor,
-                     num_nodes: int) -> float:
+                     num_nodes: int, hard_negatives: Tensor | None = None, uniform: bool = True) -> float:
+    """One step; negatives: as many random non-links as positives (``uniform``) and/or ``hard_negatives``."""
     optimizer.zero_grad()
     h = model.encode(graph)
-    train_both = torch.cat([train_pos, train_pos.flip(0)], dim=1)
-    negatives = negative_sampling(train_both, num_nodes=num_nodes, num_neg_samples=train_pos.size(1))
-    loss = _pair_loss(model.decoder(h, train_pos), model.decoder(h, negatives))
+    negatives = [] if hard_negatives is None else [hard_negatives]
+    if uniform:
+        train_both = torch.cat([train_pos, train_pos.flip(0)], dim=1)
+        negatives.insert(0, negative_sampling(train_both, num_nodes=num_nodes, num_neg_samples=train_pos.size(1)))
+    loss = _pair_loss(model.decoder(h, train_pos), model.decoder(h, torch.cat(negatives, dim=1)))
     loss.backward()
     optimizer.step()
     return loss.item()
 
 
 def _minibatch_epoch(model: LinkPredictor, optimizer: torch.optim.Optimizer, sampler: NeighborSampler,
-                     train_pos: Tensor, batch_size: int, generator: torch.Generator, device: torch.device) -> float:
+                     train_pos: Tensor, batch_size: int, generator: torch.Generator, device: torch.device,
+                     hard_pool: Tensor | None = None, uniform: bool = True) -> float:
     """One pass over the training positives; returns the mean batch loss.
 
-    Each batch pairs its positives with as many uniformly random pairs as negatives, samples
-    the k-hop neighbourhood of every endpoint and scores the pairs on that subgraph.
+    Each batch pairs its positives with as many uniformly random pairs as negatives (``uniform``)
+    and/or one draw from each positive's ``hard_pool`` row, samples the k-hop neighbourhood of
+    every endpoint and scores the pairs on that subgraph.
     """
     losses = []
     for batch in torch.randperm(train_pos.size(1), generator=generator).split(batch_size):
-        pairs = torch.cat([train_pos[:, batch], torch.randint(0, sampler.num_nodes, (2, batch.numel()),
-                                                              generator=generator)], dim=1)
+        parts = [train_pos[:, batch]]
+        if uniform:
+            parts.append(torch.randint(0, sampler.num_nodes, (2, batch.numel()), generator=generator))
+        if hard_pool is not None:
+            parts.append(_draw_hard(train_pos[:, batch], hard_pool[batch], generator))
+        pairs = torch.cat(parts, dim=1)
         seeds, local = pairs.reshape(-1).unique(return_inverse=True)
         sub = sampler.sample(seeds, generator).to(device)
         optimizer.zero_grad()
@@ -356,8 +418,15 @@ def _minibatch_epoch(model: LinkPredictor, optimizer: torch.optim.Optimizer, sam
 
 
 def linkpred_rows(outcome: LinkPredOutcome, method: str, model_name: str, seed: int,
-                  target_kind: str) -> list[ResultRow]:
-    """Long-form result rows: ``mrr``/``hits@1/3/10`` (protocols ``heart``, ``uniform``), ``hits@K`` (``random``)."""
+                  target_kind: str, train_negatives: str = "uniform") -> list[ResultRow]:
+    """Long-form result rows: ``mrr``/``hits@1/3/10`` (protocols ``heart``, ``uniform``), ``hits@K`` (``random``).
+
+    Rows of models trained on non-default negatives carry ``train_negatives`` (rows with the
+    default ``uniform`` keep the keys they had before the option existed).
+    """
+    identity = {"relation": target_kind}
+    if train_negatives != "uniform":
+        identity["train_negatives"] = train_negatives
     rows = []
     for protocol, metrics in outcome.metrics.items():
         n = int(metrics["n"])
@@ -366,7 +435,7 @@ def linkpred_rows(outcome: LinkPredOutcome, method: str, model_name: str, seed: 
                 continue
             rows.append(ResultRow(task=LINKPRED_TASK, method=method, seed=seed, mode=None, metric=metric,
                                   value=float(value), n=n,
-                                  extra={"model": model_name, "protocol": protocol, "relation": target_kind}))
+                                  extra={"model": model_name, "protocol": protocol, **identity}))
     return rows
 
 

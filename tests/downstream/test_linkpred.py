@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -320,3 +321,94 @@ def test_same_seed_same_metrics_and_python_random_untouched(one_thread) -> None:
     random.random()  # PyG's negative_sampling draws from Python's random: move it on
     second = train_and_evaluate(data, informative, "mlp", settings, seed=0)
     assert first.metrics == second.metrics and first.history == second.history
+
+
+# --- training negatives: HeaRT-style hard negatives drawn on the training graph only --------
+
+def _training_only(data: HeteroData) -> HeteroData:
+    """``data`` without any held-out edge, nor any training edge on a held-out pair: what the
+    training negatives may see."""
+    from rcml_graph.downstream import held_out_pair_keys, pair_keys
+    from rcml_graph.evaluation.edges import is_member
+
+    stripped = copy.copy(data)
+    held_out = held_out_pair_keys(data)
+    for etype in data.edge_types:
+        store = data[etype]
+        keep = (store.split == 0) & ~is_member(pair_keys(store.edge_index, data["product"].num_nodes), held_out)
+        for name in ("edge_index", "split", "desc_id"):
+            value = store[name]
+            stripped[etype][name] = value[:, keep] if name == "edge_index" else value[keep]
+    return stripped
+
+
+def test_training_hard_negatives_avoid_training_links_and_ignore_held_out_edges() -> None:
+    from rcml_graph.downstream import build_training_negatives, target_edges
+
+    data, _ = _clustered_graph(num_clusters=4, size=10)
+    settings = LinkPredSettings(num_negatives=10)
+    train_pos = target_edges(data, "also_bought", "train")
+    pool = build_training_negatives(data, settings, torch.Generator().manual_seed(0))
+    assert pool.shape == (train_pos.size(1), 10)
+    train_pairs = {tuple(p) for p in train_pos.T.tolist()} | {tuple(p) for p in train_pos.flip(0).T.tolist()}
+    neighbours: dict[int, set[int]] = {u: set() for u in range(40)}
+    for u, v in train_pairs:  # the message-passing graph: training edges only
+        neighbours[u].add(v)
+    for source, row in zip(train_pos[0].tolist(), pool.tolist()):
+        assert len(set(row)) == 10 and source not in row
+        assert not any((source, w) in train_pairs for w in row)
+        # No category here: the unlinked 2-hop neighbours come first (2 to 6 of them), then random fill.
+        two_hop = set().union(*(neighbours[v] for v in neighbours[source])) - neighbours[source] - {source}
+        assert two_hop <= set(row)
+    # The held-out edges play no part: the same draws on a graph without them. Excluding the
+    # held-out links as the evaluation does would leak (they would be the only hard candidates
+    # never pushed down), so some held-out pairs are drawn, as with uniform random negatives.
+    assert torch.equal(pool, build_training_negatives(_training_only(data), settings,
+                                                      torch.Generator().manual_seed(0)))
+    store = data[edge_type("also_bought")]
+    held_out = {tuple(p) for p in store.edge_index[:, store.split != 0].T.tolist()}
+    drawn = {(s, w) for s, row in zip(train_pos[0].tolist(), pool.tolist()) for w in row}
+    assert drawn & (held_out | {(v, u) for u, v in held_out})
+
+
+def test_training_hard_negatives_are_seeded() -> None:
+    from rcml_graph.downstream import build_training_negatives
+
+    data, _ = _clustered_graph(num_clusters=4, size=10)
+    settings = LinkPredSettings(num_negatives=10)
+    first = build_training_negatives(data, settings, torch.Generator().manual_seed(3))
+    assert torch.equal(first, build_training_negatives(data, settings, torch.Generator().manual_seed(3)))
+    assert not torch.equal(first, build_training_negatives(data, settings, torch.Generator().manual_seed(4)))
+    with pytest.raises(ValueError, match="unknown train_negatives 'hard'; accepted: uniform, heart, mixed"):
+        LinkPredSettings(train_negatives="hard")
+
+
+@pytest.mark.parametrize("mode", ["full", "minibatch"])
+def test_hard_negative_training_is_deterministic_and_differs_from_uniform(one_thread, mode: str) -> None:
+    data, informative = _clustered_graph(num_clusters=8, size=8)
+    common = dict(epochs=6, eval_every=3, num_negatives=10, hits_negatives=100, hidden_channels=8, mode=mode,
+                  batch_size=32, num_neighbors=(5, 5))
+    runs = {negatives: train_and_evaluate(data, informative, "sage", LinkPredSettings(train_negatives=negatives,
+                                                                                      **common), seed=0)
+            for negatives in ("uniform", "heart", "mixed")}
+    again = train_and_evaluate(data, informative, "sage", LinkPredSettings(train_negatives="heart", **common), seed=0)
+    assert again.metrics == runs["heart"].metrics and again.history == runs["heart"].history
+    losses = {negatives: [loss for _, loss, _ in outcome.history] for negatives, outcome in runs.items()}
+    assert len({tuple(v) for v in losses.values()}) == 3  # three different training signals
+
+
+def test_linkpred_end_to_end_with_hard_training_negatives(demo_root: str, tmp_path) -> None:
+    from rcml_graph.eval.results import load_results
+    from rcml_graph.linkpred import run
+
+    uniform = run(_compose(demo_root, tmp_path / "uniform"))
+    hard = run(_compose(demo_root, tmp_path / "heart", "linkpred.train_negatives=heart"))
+    rows = load_results(tmp_path / "heart" / "results" / "demo" / "results.json").rows
+    assert len(rows) == 22 and {r.get("train_negatives") for r in rows} == {"heart"}
+    assert all(0.0 <= r.value <= 1.0 and r.n > 0 for r in rows)
+    # Default rows keep the keys they had before the option existed.
+    assert {r.get("train_negatives") for r in load_results(tmp_path / "uniform" / "results" / "demo"
+                                                           / "results.json").rows} == {None}
+    # Same evaluation sets, another training signal.
+    assert hard["mlp/heart/mrr"] != uniform["mlp/heart/mrr"]
+    assert 0.0 < hard["sage/heart/mrr"] <= 1.0
