@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rcml_graph.eval.results import ResultRow, markdown_table
+from rcml_graph.eval.results import ResultRow, aggregate, markdown_table
 
-__all__ = ["results_markdown"]
+__all__ = ["HEADLINE_ROWS", "headline_table", "results_markdown"]
 
 
 def results_markdown(domain: str, rows: Sequence[ResultRow], notes: Sequence[str] = ()) -> str:
@@ -28,3 +28,56 @@ def results_markdown(domain: str, rows: Sequence[ResultRow], notes: Sequence[str
             index.append("mode")
         lines += [f"## {task}", "", markdown_table(task_rows, task=task, index=index, columns=("metric",))]
     return "\n".join(lines)
+
+
+#: The headline numbers of docs/results.md: (label, task, mode, metric, extra keys).
+HEADLINE_ROWS: tuple[tuple[str, str, str | None, str, dict[str, str]], ...] = (
+    ("paper protocol (1 + 20 random negatives)", "retrieval", "avg", "hit@5",
+     {"protocol": "random", "subset": "all"}),
+    ("same, never linked in training", "retrieval", "avg", "hit@5",
+     {"protocol": "random", "subset": "never_linked_in_train"}),
+    ("relation-sensitive (hard negatives)", "retrieval_sensitive", "avg", "hit@5",
+     {"protocol": "sensitive", "subset": "all"}),
+    ("sensitive, never linked in training", "retrieval_sensitive", "avg", "hit@5",
+     {"protocol": "sensitive", "subset": "never_linked_in_train"}),
+    ("sensitive, also_bought", "retrieval_sensitive", "avg", "hit@5",
+     {"protocol": "sensitive", "subset": "kind=also_bought"}),
+    ("sensitive, also_viewed", "retrieval_sensitive", "avg", "hit@5",
+     {"protocol": "sensitive", "subset": "kind=also_viewed"}),
+    ("paper protocol, paraphrased (unseen) descriptions", "retrieval_unseen", "avg", "hit@5",
+     {"protocol": "random", "subset": "paraphrased"}),
+    ("sensitive, paraphrased descriptions", "retrieval_unseen", "avg", "hit@5",
+     {"protocol": "sensitive", "subset": "paraphrased"}),
+    ("relation-type prediction", "relation_type", None, "top1", {"subset": "all"}),
+    ("relation validation", "relation_validation", None, "roc_auc", {"subset": "all"}),
+    ("category probe", "classification", None, "accuracy", {"subset": "all"}),
+    ("own text->image (retention)", "retention", "text2image", "mrr", {"subset": "own_pair"}),
+)
+
+
+def headline_table(rows: Sequence[ResultRow], mode: str = "avg", digits: int = 3) -> str:
+    """One Markdown table of :data:`HEADLINE_ROWS` (retrieval rows in similarity ``mode``), a
+    column per method in order of first appearance, ``mean ± std (n=...)`` cells aggregated over
+    the seeds present (``(S)`` seeds); ``–`` where a method has no such number."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    header = ["task", "metric", *methods]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for label, task, row_mode, metric, extra in HEADLINE_ROWS:
+        wanted_mode = mode if row_mode == "avg" else row_mode
+        cells = []
+        for method in methods:
+            picked = [r for r in rows if r.task == task and r.method == method and r.mode == wanted_mode
+                      and r.metric == metric and all(r.extra.get(k) == v for k, v in extra.items())]
+            found = aggregate(picked)
+            if len(found) > 1:
+                raise ValueError(f"{label!r} of method {method!r} matches {len(found)} aggregated rows "
+                                 f"(rows differ in keys other than {sorted(extra)})")
+            if not found:
+                cells.append("–")
+                continue
+            agg = found[0]
+            low, high = min(agg.ns), max(agg.ns)
+            n_text = f"n={low}" if low == high else f"n={low}-{high}"
+            cells.append(f"{agg.mean:.{digits}f} ± {agg.std:.{digits}f} ({n_text}, {agg.num_seeds})")
+        lines.append("| " + " | ".join([label, metric, *cells]) + " |")
+    return "\n".join(lines) + "\n"

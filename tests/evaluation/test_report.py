@@ -48,3 +48,30 @@ def test_rows_long_form_markdown_and_plots(tmp_path):
     for path in (bars, tsne):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
+
+
+def test_headline_table_aggregates_seeds_per_method_and_marks_missing_numbers():
+    import pytest
+
+    from rcml_graph.eval.results import ResultRow
+    from rcml_graph.evaluation.report import headline_table
+
+    def sensitive(method, seed, value, n=10):
+        return ResultRow("retrieval_sensitive", method, seed, "avg", "hit@5", value, n,
+                         {"protocol": "sensitive", "subset": "all"})
+
+    rows = [sensitive("rcml", 0, 0.5), sensitive("rcml", 1, 0.7, n=12), sensitive("clip", 0, 0.25),
+            ResultRow("relation_type", "rcml", 0, None, "top1", 0.4, 50, {"subset": "all"}),
+            # another mode and another subset must not leak into the avg / all cells
+            ResultRow("retrieval_sensitive", "clip", 1, "text2text", "hit@5", 0.9, 10,
+                      {"protocol": "sensitive", "subset": "all"}),
+            ResultRow("retrieval_sensitive", "clip", 1, "avg", "hit@5", 0.9, 10,
+                      {"protocol": "sensitive", "subset": "kind=also_viewed"})]
+    lines = headline_table(rows).splitlines()
+    assert lines[0] == "| task | metric | rcml | clip |"
+    row = next(l for l in lines if l.startswith("| relation-sensitive (hard negatives) |"))
+    assert row == "| relation-sensitive (hard negatives) | hit@5 | 0.600 ± 0.141 (n=10-12, 2) | 0.250 ± 0.000 (n=10, 1) |"
+    assert next(l for l in lines if l.startswith("| relation-type")).endswith("| 0.400 ± 0.000 (n=50, 1) | – |")
+    assert next(l for l in lines if l.startswith("| sensitive, also_viewed")).endswith("| – | 0.900 ± 0.000 (n=10, 1) |")
+    with pytest.raises(ValueError, match="seed repeated"):
+        headline_table(rows + [sensitive("rcml", 0, 0.1)])

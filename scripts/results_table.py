@@ -1,0 +1,34 @@
+"""Merge per-run ``results.json`` files (e.g. one per training seed) into one Markdown report.
+
+    python scripts/results_table.py docs/results/demo_h100_s6/*.json            # headline table
+    python scripts/results_table.py --full runs/eval/*/results.json > report.md  # every task
+
+The headline table has a column per method with ``mean ± std (n=..., seeds)`` over the seeds in
+the files; ``--full`` writes the evaluation suite's whole report (a table per task). Two files
+holding the same (method, seed, number) are refused, not averaged twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rcml_graph.eval.results import load_results
+from rcml_graph.evaluation.report import headline_table, results_markdown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", help="results.json files (one domain)")
+    parser.add_argument("--mode", default="avg", help="similarity mode of the retrieval rows (default: avg)")
+    parser.add_argument("--full", action="store_true", help="the whole report, a table per task")
+    args = parser.parse_args()
+    loaded = [load_results(path) for path in args.files]
+    domains = sorted({f.domain for f in loaded})
+    if len(domains) != 1:
+        parser.error(f"the files hold domains {domains}; accepted: files of one domain")
+    rows = [row for f in loaded for row in f.rows]
+    print(results_markdown(domains[0], rows) if args.full else headline_table(rows, mode=args.mode), end="")
+
+
+if __name__ == "__main__":
+    main()
