@@ -8,7 +8,7 @@
 #
 # Environment: RCML_DATA_ROOT (default /tmp/d), RCML_RUNS_ROOT (default /tmp/runs),
 # EVAL_DEVICE (default cuda when available). Settings common to every run are in COMMON below
-# (the docs/results.md session-4/5 protocol).
+# (the docs/results.md session-6 protocol; session 5 used train.hard_negatives=4, pass it as an override).
 set -u
 OUTD=${1:?usage: demo_runs.sh OUTDIR NAME:EXPERIMENT:SEED:EPOCHS[:overrides] ...}; shift
 mkdir -p "$OUTD"
@@ -24,7 +24,7 @@ if [ ! -f "$RCML_DATA_ROOT/demo/features.done" ]; then
   python3 -m rcml_graph.features domain=demo features.num_workers=8 show_progress=false > "$L/features.log" 2>&1 || { tail -20 "$L/features.log"; exit 1; }
   touch "$RCML_DATA_ROOT/demo/features.done"; echo "graph, images, features: $((SECONDS-T0))s"
 fi
-COMMON="train.batch_size=256 train.hard_negatives=4 train.random_negatives=8 train.warmup_steps=10 train.val_max_queries=500 train.patience=null train.compile_loss=false show_progress=false"
+COMMON="train.batch_size=256 train.hard_negatives=8 train.random_negatives=8 train.warmup_steps=10 train.val_max_queries=500 train.patience=null train.compile_loss=false show_progress=false"
 failed=0
 for spec in "$@"; do
   IFS=: read -r name exp seed epochs extra <<< "$spec"
