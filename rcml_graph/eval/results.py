@@ -234,9 +234,14 @@ def aggregate(rows: Iterable[ResultRow]) -> list[AggregateRow]:
     return out
 
 
+def n_range_text(ns: Sequence[int]) -> str:
+    """``n=12`` or ``n=10-12``: the query counts behind an aggregated number."""
+    low, high = min(ns), max(ns)
+    return f"n={low}" if low == high else f"n={low}-{high}"
+
+
 def _format_cell(row: AggregateRow, digits: int) -> str:
-    low, high = min(row.ns), max(row.ns)
-    n_text = f"n={low}" if low == high else f"n={low}-{high}"
+    n_text = n_range_text(row.ns)
     seeds_text = "1 seed" if row.num_seeds == 1 else f"{row.num_seeds} seeds"
     return f"{row.mean:.{digits}f} ± {row.std:.{digits}f} ({n_text}, {seeds_text})"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rcml_graph.eval.results import ResultRow, aggregate, markdown_table
+from rcml_graph.eval.results import ResultRow, aggregate, markdown_table, n_range_text
 
 __all__ = ["HEADLINE_ROWS", "headline_table", "results_markdown"]
 
@@ -76,8 +76,6 @@ def headline_table(rows: Sequence[ResultRow], mode: str = "avg", digits: int = 3
                 cells.append("–")
                 continue
             agg = found[0]
-            low, high = min(agg.ns), max(agg.ns)
-            n_text = f"n={low}" if low == high else f"n={low}-{high}"
-            cells.append(f"{agg.mean:.{digits}f} ± {agg.std:.{digits}f} ({n_text}, {agg.num_seeds})")
+            cells.append(f"{agg.mean:.{digits}f} ± {agg.std:.{digits}f} ({n_range_text(agg.ns)}, {agg.num_seeds})")
         lines.append("| " + " | ".join([label, metric, *cells]) + " |")
     return "\n".join(lines) + "\n"
