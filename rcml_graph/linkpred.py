@@ -7,6 +7,11 @@ encoder) or ``random``. ``rcml`` is asymmetric: a pair's source reads the export
 views and its target the target-side views (the export must have a query side);
 ``rcml_symmetric`` gives both endpoints the target-side views (the model before the query
 operator existed).
+``linkpred.pair_score``: ``none`` (default), ``cosine`` (cosine of the endpoints' global
+features, for every source) or ``rcml`` (the RCML head's ``q(u, d_u) . z(v, d_u)`` under each
+source's training description, for ``rcml``/``rcml_symmetric``; embedded from the checkpoint the
+export names, cached under ``<data_root>/<domain>/pair_scores/``), added to the logit with a
+learned weight.
 Trains every ``linkpred.models`` (``sage``, ``mlp``) for every seed, appends long-form rows to
 ``<linkpred.results_dir>/<domain>/results.json`` and the run folder, and writes ``results.md``.
 """
@@ -29,8 +34,10 @@ from rcml_graph.downstream import (
     FEATURE_SOURCES,
     LINKPRED_TASK,
     LinkPredSettings,
+    PairScore,
     build_evaluation_set,
     cache_backbone_features,
+    cosine_pair_score,
     embedding_features,
     export_checkpoint,
     graph_hash,
@@ -39,10 +46,12 @@ from rcml_graph.downstream import (
     message_passing_graph,
     query_key,
     random_features,
+    rcml_pair_score,
     train_and_evaluate,
     view_features,
 )
 from rcml_graph.eval.results import ResultRow, append_rows, markdown_table
+from rcml_graph.io_utils import atomic_path, sha256_file
 from rcml_graph.relations import PRODUCT, RELATION_KINDS
 
 log = logging.getLogger("linkpred")
@@ -59,7 +68,7 @@ def settings_from_config(cfg: DictConfig) -> LinkPredSettings:
         max_full_batch_nodes=lp.max_full_batch_nodes, device=lp.device, feature_norm=lp.feature_norm,
         selection=lp.selection, mode=lp.mode, batch_size=lp.batch_size,
         num_neighbors=tuple(int(k) for k in lp.num_neighbors), relation_aggr=lp.relation_aggr,
-        train_negatives=lp.train_negatives,
+        train_negatives=lp.train_negatives, pair_score=lp.pair_score,
     )
 
 
@@ -96,6 +105,17 @@ _EXPORT_METHOD = {"rcml": "rcml", "rcml_symmetric": "rcml", "clip": "clip", "unc
 NodeFeatures = tuple[Tensor, Tensor | None]
 
 
+def _export_path(cfg: DictConfig, data: HeteroData, source: str) -> Path:
+    """The export folder of an exported source (exporting a checkpoint file on the fly)."""
+    method = _EXPORT_METHOD[source]
+    default_dir = Path(cfg.paths.data_root) / cfg.domain.name / "embeddings" / method
+    path = Path(cfg.linkpred.checkpoint) if cfg.linkpred.checkpoint else default_dir
+    if path.is_file() and path.suffix != ".safetensors":
+        path = export_checkpoint(path, data, default_dir, method=method,
+                                 graph_sha256=graph_hash(cfg.domain.processed_dir), device=cfg.linkpred.device)
+    return path
+
+
 def _exported_features(cfg: DictConfig, data: HeteroData, source: str) -> NodeFeatures:
     """``(target-role features, source-role features or None)`` of an exported source.
 
@@ -103,14 +123,8 @@ def _exported_features(cfg: DictConfig, data: HeteroData, source: str) -> NodeFe
     query-side view for sources; ``rcml_symmetric``: the target-side ones for both (None);
     ``clip``/``unconditioned``: the global view.
     """
-    method = _EXPORT_METHOD[source]
-    default_dir = Path(cfg.paths.data_root) / cfg.domain.name / "embeddings" / method
-    path = Path(cfg.linkpred.checkpoint) if cfg.linkpred.checkpoint else default_dir
-    expected = graph_hash(cfg.domain.processed_dir)
-    if path.is_file() and path.suffix != ".safetensors":
-        path = export_checkpoint(path, data, default_dir, method=method, graph_sha256=expected,
-                                 device=cfg.linkpred.device)
-    export = load_embeddings(path, expected_graph_sha256=expected)
+    path = _export_path(cfg, data, source)
+    export = load_embeddings(path, expected_graph_sha256=graph_hash(cfg.domain.processed_dir))
     if not source.startswith("rcml"):
         return embedding_features(export.tensors, ["global"]), None
     kind_keys = [f"kind/{kind}" for kind in RELATION_KINDS if f"kind/{kind}" in export.tensors]
@@ -138,6 +152,75 @@ def node_features(cfg: DictConfig, data: HeteroData, seed: int, cached: dict[str
     return cached[source]
 
 
+def _global_features(cfg: DictConfig, data: HeteroData, seed: int, cached: dict[str, NodeFeatures]) -> Tensor:
+    """``(N, F)`` the source's relation-free features: the export's ``global`` view for the
+    RCML sources (whose node features add the kind views), the node features otherwise."""
+    source = cfg.linkpred.features
+    if source.startswith("rcml"):
+        path = _export_path(cfg, data, source)
+        return load_embeddings(path, expected_graph_sha256=graph_hash(cfg.domain.processed_dir)).tensors["global"]
+    return node_features(cfg, data, seed, cached)[0]
+
+
+def _checkpoint_of(cfg: DictConfig, data: HeteroData, source: str) -> Path:
+    """The checkpoint behind ``linkpred.checkpoint``: the file itself, or the one an export's
+    manifest names (its sha256 checked)."""
+    if cfg.linkpred.checkpoint and Path(cfg.linkpred.checkpoint).is_file() \
+            and Path(cfg.linkpred.checkpoint).suffix != ".safetensors":
+        return Path(cfg.linkpred.checkpoint)
+    path = _export_path(cfg, data, source)
+    record = load_embeddings(path).manifest.get("checkpoint")
+    if not record:
+        raise ValueError(f"linkpred.pair_score=rcml needs the checkpoint behind the export in {path}, and its "
+                         "manifest names none; accepted: linkpred.checkpoint=<checkpoint file>")
+    checkpoint = Path(record["path"])
+    if not checkpoint.is_file() or sha256_file(checkpoint) != record["sha256"]:
+        raise ValueError(f"the export in {path} was made from {checkpoint}, which is missing or has changed; "
+                         "pass linkpred.checkpoint=<checkpoint file>")
+    return checkpoint
+
+
+def _rcml_pair_score(cfg: DictConfig, data: HeteroData) -> PairScore:
+    """:func:`rcml_pair_score` of the run's RCML checkpoint, cached on disk by checkpoint, graph and kind."""
+    from safetensors.torch import load_file, save_file
+
+    if cfg.linkpred.features not in ("rcml", "rcml_symmetric"):
+        raise ValueError(f"linkpred.pair_score=rcml reads an RCML checkpoint; linkpred.features is "
+                         f"{cfg.linkpred.features!r}; accepted: rcml, rcml_symmetric (or pair_score=cosine)")
+    checkpoint = _checkpoint_of(cfg, data, cfg.linkpred.features)
+    graph_sha = graph_hash(cfg.domain.processed_dir)
+    kind = cfg.linkpred.target_kind
+    cache = (Path(cfg.paths.data_root) / cfg.domain.name / "pair_scores"
+             / f"rcml-{sha256_file(checkpoint)[:16]}-{graph_sha[:16]}-{kind}.safetensors")
+    if cache.is_file():
+        tensors = load_file(str(cache))
+        return PairScore(tensors["source"], tensors["targets"], tensors["slot"], float(tensors["mean"]),
+                         float(tensors["std"]), "rcml")
+    from rcml_graph.training.encoder import ConditionedEncoder
+
+    start = time.perf_counter()
+    encoder = ConditionedEncoder.from_checkpoint(checkpoint, device=cfg.linkpred.device)
+    score = rcml_pair_score(encoder, data, kind)
+    log.info("rcml pair score: %d descriptions x %d products in %.1f s -> %s", score.targets.size(0),
+             score.num_nodes, time.perf_counter() - start, cache)
+    with atomic_path(cache) as tmp:
+        save_file({"source": score.source.contiguous(), "targets": score.targets.contiguous(), "slot": score.slot,
+                   "mean": torch.tensor(score.mean), "std": torch.tensor(score.std)}, str(tmp))
+    return score
+
+
+def pair_score_of(cfg: DictConfig, data: HeteroData, seed: int, cached: dict[str, NodeFeatures]) -> PairScore | None:
+    """The fixed pair score of ``linkpred.pair_score`` (None for ``none``)."""
+    name = cfg.linkpred.pair_score
+    if name == "none":
+        return None
+    if name == "cosine":
+        return cosine_pair_score(_global_features(cfg, data, seed, cached))
+    if name == "rcml":
+        return _rcml_pair_score(cfg, data)
+    raise ValueError(f"unknown linkpred.pair_score {name!r}; accepted: none, cosine, rcml")
+
+
 def _run_dir(cfg: DictConfig) -> Path:
     if cfg.linkpred.output_dir:
         return Path(cfg.linkpred.output_dir)
@@ -162,16 +245,24 @@ def run(cfg: DictConfig) -> dict[str, float]:
     structure = message_passing_graph(data, torch.zeros(int(data[PRODUCT].num_nodes), 1))
     message_edges = torch.cat([s.edge_index for s in structure.edge_stores], dim=1)
     rows: list[ResultRow] = []
+    pair_scores: dict[int, PairScore | None] = {}
     for seed in seeds:
         evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
                       for split in ("val", "test")}
         x, x_source = node_features(cfg, data, seed, cached)
+        # Random features change with the seed, so does their cosine; every other score is fixed.
+        key = seed if method == "random" else 0
+        if key not in pair_scores:
+            pair_scores[key] = pair_score_of(cfg, data, seed, cached)
         for model_name in cfg.linkpred.models:
             outcome = train_and_evaluate(data, x, model_name, settings, seed, evaluation, log=log.info,
-                                         x_source=x_source)
+                                         x_source=x_source, pair_score=pair_scores[key])
             log.info("%s/%s seed %d: test mrr heart %.4f uniform %.4f (best epoch %d)", method, model_name, seed,
                      outcome.metrics["heart"]["mrr"], outcome.metrics["uniform"]["mrr"], outcome.best_epoch)
-            rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind, settings.train_negatives)
+            if outcome.pair_weight is not None:
+                log.info("pair score weight %.3f", outcome.pair_weight)
+            rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind, settings.train_negatives,
+                                  settings.pair_score)
     append_rows(out_dir / "results.json", domain, rows)
     append_rows(Path(cfg.linkpred.results_dir) / domain / "results.json", domain, rows)
     table = markdown_table(rows, task=LINKPRED_TASK, index=("method", "model"), columns=("protocol", "metric"))

@@ -282,6 +282,10 @@ class LinkPredConfig:
         relation_aggr: How the SAGE model combines relation types' messages: ``mean`` or ``sum``.
         train_negatives: Training negatives: ``uniform`` (random pairs), ``heart`` (HeaRT-style hard
             negatives drawn on the training graph only) or ``mixed`` (one of each per positive).
+        pair_score: A fixed pair score added to the logit with a learned weight: ``none``,
+            ``cosine`` (of the endpoints' global features; every source) or ``rcml`` (the RCML
+            head's ``q(u, d_u) . z(v, d_u)`` under the source's training description; ``rcml`` and
+            ``rcml_symmetric`` features).
     """
 
     features: str = "random"
@@ -310,6 +314,7 @@ class LinkPredConfig:
     num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
     relation_aggr: str = "mean"
     train_negatives: str = "uniform"
+    pair_score: str = "none"
     device: str = "cpu"
     results_dir: str = "results"
     output_dir: Optional[str] = None

@@ -5,7 +5,9 @@ the graph as node features (:func:`attach_embeddings`) or compute them for any p
 relation string (:func:`conditioned_embeddings`; ``as_query=True`` for the source side of a
 query-operator head), and train/evaluate a PyG link predictor (symmetric, or asymmetric with
 source-role features) on held-out edges (:func:`train_and_evaluate`, full-batch or mini-batch through
-:class:`NeighborSampler`) with HeaRT-style hard negatives and uniform random ones.
+:class:`NeighborSampler`) with HeaRT-style hard negatives and uniform random ones, optionally with
+a fixed pair score added to its logit (:class:`PairScore`: :func:`cosine_pair_score`, or RCML's own
+``q(u, d_u) . z(v, d_u)`` under the source's training description, :func:`rcml_pair_score`).
 """
 
 from rcml_graph.downstream.export import (
@@ -32,7 +34,20 @@ from rcml_graph.downstream.features import (
 from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, uniform_negatives
 from rcml_graph.downstream.models import DECODERS, MODELS, RELATION_AGGRS, EdgeDecoder, LinkPredictor, SAGEEncoder
 from rcml_graph.downstream.neighbors import NeighborSampler
-from rcml_graph.downstream.splits import held_out_pair_keys, message_passing_graph, pair_keys, target_edges
+from rcml_graph.downstream.pair_scores import (
+    PAIR_SCORES,
+    PairScore,
+    cosine_pair_score,
+    rcml_pair_score,
+    source_descriptions,
+)
+from rcml_graph.downstream.splits import (
+    held_out_pair_keys,
+    message_passing_graph,
+    pair_keys,
+    target_edge_mask,
+    target_edges,
+)
 from rcml_graph.downstream.trainer import (
     LINKPRED_MODES,
     LINKPRED_TASK,
@@ -45,6 +60,7 @@ from rcml_graph.downstream.trainer import (
     build_training_negatives,
     embedding_score_metrics,
     linkpred_rows,
+    pair_score_metrics,
     resolve_mode,
     train_and_evaluate,
 )
@@ -56,6 +72,7 @@ __all__ = [
     "LINKPRED_MODES",
     "LINKPRED_TASK",
     "MODELS",
+    "PAIR_SCORES",
     "RELATION_AGGRS",
     "SELECTIONS",
     "TRAIN_NEGATIVES",
@@ -66,12 +83,14 @@ __all__ = [
     "LinkPredSettings",
     "LinkPredictor",
     "NeighborSampler",
+    "PairScore",
     "SAGEEncoder",
     "attach_embeddings",
     "build_evaluation_set",
     "build_training_negatives",
     "cache_backbone_features",
     "conditioned_embeddings",
+    "cosine_pair_score",
     "embedding_features",
     "embedding_score_metrics",
     "export_checkpoint",
@@ -86,10 +105,14 @@ __all__ = [
     "message_passing_graph",
     "normalize_features",
     "pair_keys",
+    "pair_score_metrics",
     "query_key",
     "random_features",
     "random_pair_negatives",
+    "rcml_pair_score",
     "resolve_mode",
+    "source_descriptions",
+    "target_edge_mask",
     "target_edges",
     "train_and_evaluate",
     "uniform_negatives",

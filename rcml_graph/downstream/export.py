@@ -170,7 +170,7 @@ def conditioned_embeddings(
     encoder: RelationEncoder,
     data: HeteroData,
     products: Tensor,
-    relation: str | int | None,
+    relation: str | int | Tensor | None,
     batch_size: int = 1024,
     as_query: bool = False,
 ) -> Tensor:
@@ -182,7 +182,8 @@ def conditioned_embeddings(
         products: Product indices.
         relation: ``None`` for relation-free embeddings; a relation kind (``"also_bought"``,
             its generic description); a description id; a description string (one of
-            ``data.relation_text``, or a new string if the encoder has ``add_description``).
+            ``data.relation_text``, or a new string if the encoder has ``add_description``);
+            or a ``(B,)`` tensor of description ids, one per product.
         batch_size: Distinct products per encoder call.
         as_query: Embed the products as the *source* of a query under ``relation`` (through
             the encoder's query operator; the target-side view for an encoder without one).
@@ -196,8 +197,14 @@ def conditioned_embeddings(
         if as_query:
             raise ValueError("as_query=True needs a relation; the relation-free (global) view has no query side")
         return fused_embedding(encode_global(encoder, products, batch_size))
-    relation_id = _relation_id(encoder, data, relation)
-    ids = torch.full_like(products, relation_id)
+    if isinstance(relation, Tensor):
+        ids = relation.long()
+        num_relations = _num_relations(encoder, data)
+        if ids.shape != products.shape or (ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < num_relations):
+            raise ValueError(f"relation ids must have the products' shape {tuple(products.shape)} and lie in "
+                             f"[0, {num_relations}); got shape {tuple(ids.shape)}")
+    else:
+        ids = torch.full_like(products, _relation_id(encoder, data, relation))
     return fused_embedding(encode_pairs(encoder, products, ids, _num_relations(encoder, data), batch_size,
                                        as_query=as_query))
 

@@ -123,17 +123,22 @@ class LinkPredictor(nn.Module):
         asymmetric: ``["product"].x`` is ``[x_src | x_dst]`` ``(N, 2F)``: the encoder (one set of
             weights) embeds each half, and pairs are scored source half to target half
             (default False).
+        pair_score: Add a fixed pair score to the logit, ``decoder(h, pairs) + pair_weight * s``
+            (:meth:`score`; ``pair_weight`` a learned scalar starting at 1), for a standardised
+            score such as :class:`~rcml_graph.downstream.pair_scores.PairScore` (default False).
 
     Shapes:
         - input: a ``HeteroData`` with ``["product"].x`` ``(N, F)`` (``(N, 2F)`` when asymmetric)
           and its edge types; pairs ``(2, B)``
+        - input: (pair_score) fixed scores ``(B,)`` of the pairs
         - output: node embeddings ``(N, H)`` (``(N, 2H)``: ``[h_src | h_dst]`` when asymmetric)
-          from :meth:`encode`; logits ``(B,)`` from :meth:`forward`
+          from :meth:`encode`; logits ``(B,)`` from :meth:`forward` and :meth:`score`
     """
 
     def __init__(self, in_channels: int, metadata: Metadata | None = None, model: str = "sage",
                  hidden_channels: int = 128, num_layers: int = 2, decoder: str = "mlp",
-                 dropout: float = 0.0, relation_aggr: str = "mean", asymmetric: bool = False) -> None:
+                 dropout: float = 0.0, relation_aggr: str = "mean", asymmetric: bool = False,
+                 pair_score: bool = False) -> None:
         super().__init__()
         if relation_aggr not in RELATION_AGGRS:
             raise ValueError(f"unknown relation_aggr {relation_aggr!r}; accepted: {', '.join(RELATION_AGGRS)}")
@@ -151,6 +156,9 @@ class LinkPredictor(nn.Module):
             self.encoder = MLP(in_channels=in_channels, hidden_channels=hidden_channels,
                                out_channels=hidden_channels, num_layers=num_layers, dropout=dropout, norm=None)
         self.decoder = EdgeDecoder(hidden_channels, decoder, dropout, asymmetric)
+        # Starts at 1: a standardised score moves the logit by one spread per unit at once; at
+        # lr 1e-2 Adam a weight starting at 0 could not reach that scale within 100 steps.
+        self.pair_weight = nn.Parameter(torch.ones(())) if pair_score else None
 
     def encode(self, graph: HeteroData) -> Tensor:
         x = graph[PRODUCT].x
@@ -168,5 +176,15 @@ class LinkPredictor(nn.Module):
             return self.encoder(x)
         return self.encoder({PRODUCT: x}, graph.edge_index_dict)[PRODUCT]
 
-    def forward(self, graph: HeteroData, pairs: Tensor) -> Tensor:
-        return self.decoder(self.encode(graph), pairs)
+    def score(self, h: Tensor, pairs: Tensor, pair_score: Tensor | None = None) -> Tensor:
+        """Logits ``(B,)`` of ``pairs`` ``(2, B)`` from embeddings ``h``, plus ``pair_weight * pair_score``
+        ``(B,)`` when the model has a pair-score channel (which then needs it)."""
+        logits = self.decoder(h, pairs)
+        if (self.pair_weight is None) != (pair_score is None):
+            raise ValueError("a pair score is needed by a model built with pair_score=True, and only by one")
+        if pair_score is None:
+            return logits
+        return logits + self.pair_weight * pair_score.to(logits.dtype)
+
+    def forward(self, graph: HeteroData, pairs: Tensor, pair_score: Tensor | None = None) -> Tensor:
+        return self.score(self.encode(graph), pairs, pair_score)

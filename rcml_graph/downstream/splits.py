@@ -16,7 +16,7 @@ from torch_geometric.data import HeteroData
 from rcml_graph.evaluation.edges import SPLIT_IDS, is_member
 from rcml_graph.relations import PRODUCT, RELATION_KINDS, check_kind, edge_type, reverse_edge_type
 
-__all__ = ["held_out_pair_keys", "message_passing_graph", "pair_keys", "target_edges"]
+__all__ = ["held_out_pair_keys", "message_passing_graph", "pair_keys", "target_edge_mask", "target_edges"]
 
 TRAIN = SPLIT_IDS["train"]
 
@@ -43,8 +43,9 @@ def held_out_pair_keys(data: HeteroData) -> Tensor:
     return torch.unique(torch.cat(parts))
 
 
-def target_edges(data: HeteroData, kind: str, split: str) -> Tensor:
-    """``(2, E)`` forward edges of ``kind`` in ``split`` (training edges exclude held-out pairs)."""
+def target_edge_mask(data: HeteroData, kind: str, split: str) -> Tensor:
+    """``(E,)`` which forward edges of ``kind`` are in ``split`` (training edges exclude held-out
+    pairs); selects the columns (and per-edge attributes such as ``desc_id``) of :func:`target_edges`."""
     check_kind(kind)
     if split not in SPLIT_IDS:
         raise ValueError(f"unknown split {split!r}; accepted: {', '.join(SPLIT_IDS)}")
@@ -52,10 +53,15 @@ def target_edges(data: HeteroData, kind: str, split: str) -> Tensor:
         raise ValueError(f"graph has no {kind!r} edges; kinds present: {present_kinds(data)}")
     store = data[edge_type(kind)]
     mask = store.split.long() == SPLIT_IDS[split]
-    edge_index = store.edge_index.long()
     if split == "train":
-        mask &= ~is_member(pair_keys(edge_index, int(data[PRODUCT].num_nodes)), held_out_pair_keys(data))
-    return edge_index[:, mask]
+        mask &= ~is_member(pair_keys(store.edge_index.long(), int(data[PRODUCT].num_nodes)), held_out_pair_keys(data))
+    return mask
+
+
+def target_edges(data: HeteroData, kind: str, split: str) -> Tensor:
+    """``(2, E)`` forward edges of ``kind`` in ``split`` (training edges exclude held-out pairs)."""
+    mask = target_edge_mask(data, kind, split)
+    return data[edge_type(kind)].edge_index.long()[:, mask]
 
 
 def message_passing_graph(data: HeteroData, x: Tensor, kinds: Sequence[str] | None = None) -> HeteroData:

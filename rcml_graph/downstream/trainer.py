@@ -39,6 +39,7 @@ from rcml_graph.downstream.features import FEATURE_NORMS, normalize_features
 from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, uniform_negatives
 from rcml_graph.downstream.models import RELATION_AGGRS, LinkPredictor
 from rcml_graph.downstream.neighbors import NeighborSampler
+from rcml_graph.downstream.pair_scores import PAIR_SCORES, PairScore
 from rcml_graph.downstream.splits import message_passing_graph, target_edges
 from rcml_graph.eval.ogb_eval import link_hits, link_mrr
 from rcml_graph.eval.results import ResultRow
@@ -46,7 +47,7 @@ from rcml_graph.relations import PRODUCT, check_kind, edge_type
 
 __all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "TRAIN_NEGATIVES", "EvaluationSet", "LinkPredOutcome",
            "LinkPredSettings", "build_evaluation_set", "build_training_negatives", "embedding_score_metrics",
-           "linkpred_rows", "resolve_mode", "train_and_evaluate"]
+           "linkpred_rows", "pair_score_metrics", "resolve_mode", "train_and_evaluate"]
 
 LINKPRED_TASK = "linkpred"
 #: Accepted ``mode`` values: ``auto`` is mini-batch above ``max_full_batch_nodes``.
@@ -91,6 +92,8 @@ class LinkPredSettings:
     relation_aggr: str = "mean"
     #: Training negatives: ``uniform``, ``heart`` (hard, from the training graph) or ``mixed``.
     train_negatives: str = "uniform"
+    #: Fixed pair score added to the logit: ``none``, ``cosine`` or ``rcml`` (:mod:`pair_scores`).
+    pair_score: str = "none"
 
     def __post_init__(self) -> None:
         check_kind(self.target_kind)
@@ -99,7 +102,7 @@ class LinkPredSettings:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         for name, accepted in (("feature_norm", FEATURE_NORMS), ("selection", SELECTIONS),
                                ("mode", LINKPRED_MODES), ("relation_aggr", RELATION_AGGRS),
-                               ("train_negatives", TRAIN_NEGATIVES)):
+                               ("train_negatives", TRAIN_NEGATIVES), ("pair_score", PAIR_SCORES)):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; accepted: {', '.join(accepted)}")
         if len(self.num_neighbors) != self.num_layers:
@@ -203,20 +206,28 @@ def _embed(model: LinkPredictor, graph: HeteroData, sampler: NeighborSampler | N
     return torch.cat(parts)
 
 
+def _logits(model: LinkPredictor, h: Tensor, pairs: Tensor, pair_score: PairScore | None,
+            product_pairs: Tensor | None = None) -> Tensor:
+    """Logits of ``pairs`` (rows of ``h``); the pair score reads ``product_pairs`` (the same pairs
+    as product ids, when ``h`` is a sampled subgraph's) or ``pairs``."""
+    score = None if pair_score is None else pair_score(pairs if product_pairs is None else product_pairs)
+    return model.score(h, pairs, None if score is None else score.to(h.device))
+
+
 @torch.no_grad()
 def _protocol_scores(model: LinkPredictor, h: Tensor, evaluation: EvaluationSet,
-                     with_shared: bool = True) -> dict[str, Tensor]:
-    """Decoder scores of the positives and of each protocol's negatives (on CPU)."""
+                     with_shared: bool = True, pair_score: PairScore | None = None) -> dict[str, Tensor]:
+    """Model scores of the positives and of each protocol's negatives (on CPU)."""
     device = h.device
     positives = evaluation.positives.to(device)
-    scores = {"pos": model.decoder(h, positives)}
+    scores = {"pos": _logits(model, h, positives, pair_score)}
     for name, targets in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives)):
         targets = targets.to(device)
         sources = positives[0][:, None].expand_as(targets)
         pairs = torch.stack([sources.reshape(-1), targets.reshape(-1)])
-        scores[name] = model.decoder(h, pairs).view_as(targets)
+        scores[name] = _logits(model, h, pairs, pair_score).view_as(targets)
     if with_shared:
-        scores["shared"] = model.decoder(h, evaluation.random_negatives.to(device))
+        scores["shared"] = _logits(model, h, evaluation.random_negatives.to(device), pair_score)
     return {name: value.cpu() for name, value in scores.items()}
 
 
@@ -243,6 +254,8 @@ class LinkPredOutcome:
     best_epoch: int
     best_val_mrr: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
+    #: The learned weight of the pair score at the best epoch (None without one).
+    pair_weight: float | None = None
 
 
 def train_and_evaluate(
@@ -254,6 +267,7 @@ def train_and_evaluate(
     evaluation: dict[str, EvaluationSet] | None = None,
     log: Callable[[str], None] | None = None,
     x_source: Tensor | None = None,
+    pair_score: PairScore | None = None,
 ) -> LinkPredOutcome:
     """Train one link predictor on node features ``x`` ``(N, F)``; return its test metrics.
 
@@ -274,12 +288,20 @@ def train_and_evaluate(
             and 0.3-0.5 of the targets' spread), the anisotropy that stalls training (measured,
             demo ``also_viewed`` seed 0: HeaRT MRR 0.225 vs 0.141 with shared statistics, MLP).
             None: the symmetric model on ``x``.
+        pair_score: The fixed score ``s(u, v)`` of ``settings.pair_score`` (needed unless it is
+            ``none``): the model's logit is ``decoder + w * s(u, v)`` with a learned scalar ``w``,
+            in training and evaluation alike.
 
     Returns:
         :class:`LinkPredOutcome` with ``metrics["heart"]`` and ``metrics["uniform"]`` (``mrr``,
         ``hits@1/3/10``, ``n``) and ``metrics["random"]`` (``hits@K``, ``n``).
     """
     num_nodes = int(data[PRODUCT].num_nodes)
+    if (settings.pair_score == "none") != (pair_score is None):
+        raise ValueError(f"pair_score={settings.pair_score!r} needs a PairScore, and only a pair score other than "
+                         "'none' takes one")
+    if pair_score is not None and pair_score.num_nodes != num_nodes:
+        raise ValueError(f"the pair score covers {pair_score.num_nodes} products; the graph has {num_nodes}")
     mode = resolve_mode(settings.mode, num_nodes, settings.max_full_batch_nodes)
     device = torch.device(settings.device)
     if x_source is None:
@@ -309,7 +331,7 @@ def train_and_evaluate(
     torch.manual_seed(seed)
     model = LinkPredictor(x.size(1), graph.metadata(), model_name, settings.hidden_channels,
                           settings.num_layers, settings.decoder, settings.dropout, settings.relation_aggr,
-                          asymmetric=x_source is not None).to(device)
+                          asymmetric=x_source is not None, pair_score=pair_score is not None).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     best_state, best_mrr, best_epoch = copy.deepcopy(model.state_dict()), float("-inf"), 0
@@ -320,13 +342,13 @@ def train_and_evaluate(
             hard = None if hard_pool is None else _draw_hard(train_pos, hard_pool, negative_generator).to(device)
             with _python_random_seeded(seed * 100_003 + epoch):
                 loss = _full_batch_step(model, optimizer, graph, train_pos.to(device), num_nodes, hard,
-                                        uniform=settings.train_negatives != "heart")
+                                        uniform=settings.train_negatives != "heart", pair_score=pair_score)
         else:
             loss = _minibatch_epoch(model, optimizer, sampler, train_pos, settings.batch_size, generator, device,
-                                    hard_pool, uniform=settings.train_negatives != "heart")
+                                    hard_pool, uniform=settings.train_negatives != "heart", pair_score=pair_score)
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
             h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
-            scores = _protocol_scores(model, h, evaluation["val"], with_shared=False)
+            scores = _protocol_scores(model, h, evaluation["val"], with_shared=False, pair_score=pair_score)
             val_mrr = link_mrr(scores["pos"], scores[settings.selection])["mrr"]
             history.append((epoch, loss, val_mrr))
             if log is not None:
@@ -335,11 +357,12 @@ def train_and_evaluate(
                 best_state, best_mrr, best_epoch = copy.deepcopy(model.state_dict()), val_mrr, epoch
     model.load_state_dict(best_state)
     h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
-    scores = _protocol_scores(model, h, evaluation["test"])
+    scores = _protocol_scores(model, h, evaluation["test"], pair_score=pair_score)
     metrics = {"heart": link_mrr(scores["pos"], scores["heart"]),
                "uniform": link_mrr(scores["pos"], scores["uniform"]),
                "random": link_hits(scores["pos"], scores["shared"], settings.hits_ks)}
-    return LinkPredOutcome(metrics, best_epoch, best_mrr, history)
+    pair_weight = None if model.pair_weight is None else float(model.pair_weight.detach())
+    return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight)
 
 
 @torch.no_grad()
@@ -363,6 +386,21 @@ def embedding_score_metrics(source: Tensor, target: Tensor, evaluation: Evaluati
     return metrics
 
 
+@torch.no_grad()
+def pair_score_metrics(pair_score: PairScore, evaluation: EvaluationSet,
+                       hits_ks: Sequence[int] = (10, 50, 100)) -> dict[str, dict[str, float]]:
+    """The metrics of :func:`train_and_evaluate` for a fixed pair score alone, nothing trained
+    (e.g. ``rcml``'s ``q(u, d_u) . z(v, d_u)``, which no per-product export can express)."""
+    positives = evaluation.positives
+    pos = pair_score(positives)
+    metrics = {}
+    for name, negatives in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives)):
+        pairs = torch.stack([positives[0][:, None].expand_as(negatives).reshape(-1), negatives.reshape(-1)])
+        metrics[name] = link_mrr(pos, pair_score(pairs).view_as(negatives))
+    metrics["random"] = link_hits(pos, pair_score(evaluation.random_negatives), hits_ks)
+    return metrics
+
+
 def _pair_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + \
         F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
@@ -375,7 +413,8 @@ def _draw_hard(positives: Tensor, pool: Tensor, generator: torch.Generator) -> T
 
 
 def _full_batch_step(model: LinkPredictor, optimizer: torch.optim.Optimizer, graph: HeteroData, train_pos: Tensor,
-                     num_nodes: int, hard_negatives: Tensor | None = None, uniform: bool = True) -> float:
+                     num_nodes: int, hard_negatives: Tensor | None = None, uniform: bool = True,
+                     pair_score: PairScore | None = None) -> float:
     """One step; negatives: as many random non-links as positives (``uniform``) and/or ``hard_negatives``."""
     optimizer.zero_grad()
     h = model.encode(graph)
@@ -383,7 +422,8 @@ def _full_batch_step(model: LinkPredictor, optimizer: torch.optim.Optimizer, gra
     if uniform:
         train_both = torch.cat([train_pos, train_pos.flip(0)], dim=1)
         negatives.insert(0, negative_sampling(train_both, num_nodes=num_nodes, num_neg_samples=train_pos.size(1)))
-    loss = _pair_loss(model.decoder(h, train_pos), model.decoder(h, torch.cat(negatives, dim=1)))
+    loss = _pair_loss(_logits(model, h, train_pos, pair_score),
+                      _logits(model, h, torch.cat(negatives, dim=1), pair_score))
     loss.backward()
     optimizer.step()
     return loss.item()
@@ -391,7 +431,8 @@ def _full_batch_step(model: LinkPredictor, optimizer: torch.optim.Optimizer, gra
 
 def _minibatch_epoch(model: LinkPredictor, optimizer: torch.optim.Optimizer, sampler: NeighborSampler,
                      train_pos: Tensor, batch_size: int, generator: torch.Generator, device: torch.device,
-                     hard_pool: Tensor | None = None, uniform: bool = True) -> float:
+                     hard_pool: Tensor | None = None, uniform: bool = True,
+                     pair_score: PairScore | None = None) -> float:
     """One pass over the training positives; returns the mean batch loss.
 
     Each batch pairs its positives with as many uniformly random pairs as negatives (``uniform``)
@@ -409,7 +450,8 @@ def _minibatch_epoch(model: LinkPredictor, optimizer: torch.optim.Optimizer, sam
         seeds, local = pairs.reshape(-1).unique(return_inverse=True)
         sub = sampler.sample(seeds, generator).to(device)
         optimizer.zero_grad()
-        logits = model.decoder(model.encode(sub), local.view(2, -1).to(device))  # seeds lead the subgraph
+        # Seeds lead the subgraph: ``local`` indexes its rows, ``pairs`` holds the product ids.
+        logits = _logits(model, model.encode(sub), local.view(2, -1).to(device), pair_score, pairs)
         loss = _pair_loss(logits[: batch.numel()], logits[batch.numel():])
         loss.backward()
         optimizer.step()
@@ -418,15 +460,18 @@ def _minibatch_epoch(model: LinkPredictor, optimizer: torch.optim.Optimizer, sam
 
 
 def linkpred_rows(outcome: LinkPredOutcome, method: str, model_name: str, seed: int,
-                  target_kind: str, train_negatives: str = "uniform") -> list[ResultRow]:
+                  target_kind: str, train_negatives: str = "uniform", pair_score: str = "none") -> list[ResultRow]:
     """Long-form result rows: ``mrr``/``hits@1/3/10`` (protocols ``heart``, ``uniform``), ``hits@K`` (``random``).
 
-    Rows of models trained on non-default negatives carry ``train_negatives`` (rows with the
-    default ``uniform`` keep the keys they had before the option existed).
+    Rows of models trained on non-default negatives carry ``train_negatives``, rows of models
+    with a pair score ``pair_score`` (rows with the defaults ``uniform``/``none`` keep the keys
+    they had before the options existed).
     """
     identity = {"relation": target_kind}
     if train_negatives != "uniform":
         identity["train_negatives"] = train_negatives
+    if pair_score != "none":
+        identity["pair_score"] = pair_score
     rows = []
     for protocol, metrics in outcome.metrics.items():
         n = int(metrics["n"])
