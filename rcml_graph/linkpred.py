@@ -13,7 +13,8 @@ source's training description, for ``rcml``/``rcml_symmetric``; embedded from th
 export names, cached under ``<data_root>/<domain>/pair_scores/``), added to the logit with a
 learned weight.
 Trains every ``linkpred.models`` (``sage``, ``mlp``) for every seed, appends long-form rows to
-``<linkpred.results_dir>/<domain>/results.json`` and the run folder, and writes ``results.md``.
+``<linkpred.results_dir>/<domain>/results.json`` and the run folder, and writes ``results.md``;
+the validation metrics at each model's chosen epoch go to ``validation.json`` beside them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rcml_graph.data.graph_io import load_graph
 from rcml_graph.downstream import (
     FEATURE_SOURCES,
     LINKPRED_TASK,
+    LinkPredOutcome,
     LinkPredSettings,
     PairScore,
     build_evaluation_set,
@@ -245,6 +247,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     structure = message_passing_graph(data, torch.zeros(int(data[PRODUCT].num_nodes), 1))
     message_edges = torch.cat([s.edge_index for s in structure.edge_stores], dim=1)
     rows: list[ResultRow] = []
+    val_rows: list[ResultRow] = []
     pair_scores: dict[int, PairScore | None] = {}
     for seed in seeds:
         evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
@@ -263,8 +266,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 log.info("pair score weight %.3f", outcome.pair_weight)
             rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind, settings.train_negatives,
                                   settings.pair_score)
+            validation = LinkPredOutcome(outcome.val_metrics, outcome.best_epoch, outcome.best_val_mrr)
+            val_rows += linkpred_rows(validation, method, model_name, seed, settings.target_kind,
+                                      settings.train_negatives, settings.pair_score)
     append_rows(out_dir / "results.json", domain, rows)
     append_rows(Path(cfg.linkpred.results_dir) / domain / "results.json", domain, rows)
+    # Validation metrics at the chosen epoch, apart from the test rows: for choosing a configuration.
+    append_rows(out_dir / "validation.json", domain, val_rows)
+    append_rows(Path(cfg.linkpred.results_dir) / domain / "validation.json", domain, val_rows)
     table = markdown_table(rows, task=LINKPRED_TASK, index=("method", "model"), columns=("protocol", "metric"))
     (out_dir / "results.md").write_text(f"# Link prediction on {domain} ({settings.target_kind})\n\n{table}",
                                         encoding="utf-8")

@@ -256,6 +256,8 @@ class LinkPredOutcome:
     history: list[tuple[int, float, float]] = field(default_factory=list)
     #: The learned weight of the pair score at the best epoch (None without one).
     pair_weight: float | None = None
+    #: Validation ``heart``/``uniform`` metrics at the best epoch (to choose between configurations).
+    val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def train_and_evaluate(
@@ -334,7 +336,7 @@ def train_and_evaluate(
                           asymmetric=x_source is not None, pair_score=pair_score is not None).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    best_state, best_mrr, best_epoch = copy.deepcopy(model.state_dict()), float("-inf"), 0
+    best_state, best_mrr, best_epoch, best_val = copy.deepcopy(model.state_dict()), float("-inf"), 0, {}
     history = []
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -349,12 +351,13 @@ def train_and_evaluate(
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
             h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
             scores = _protocol_scores(model, h, evaluation["val"], with_shared=False, pair_score=pair_score)
-            val_mrr = link_mrr(scores["pos"], scores[settings.selection])["mrr"]
+            val_metrics = {name: link_mrr(scores["pos"], scores[name]) for name in ("heart", "uniform")}
+            val_mrr = val_metrics[settings.selection]["mrr"]
             history.append((epoch, loss, val_mrr))
             if log is not None:
                 log(f"epoch {epoch}: loss {loss:.4f} val {settings.selection} mrr {val_mrr:.4f}")
             if val_mrr > best_mrr:
-                best_state, best_mrr, best_epoch = copy.deepcopy(model.state_dict()), val_mrr, epoch
+                best_state, best_mrr, best_epoch, best_val = copy.deepcopy(model.state_dict()), val_mrr, epoch, val_metrics
     model.load_state_dict(best_state)
     h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
     scores = _protocol_scores(model, h, evaluation["test"], pair_score=pair_score)
@@ -362,7 +365,7 @@ def train_and_evaluate(
                "uniform": link_mrr(scores["pos"], scores["uniform"]),
                "random": link_hits(scores["pos"], scores["shared"], settings.hits_ks)}
     pair_weight = None if model.pair_weight is None else float(model.pair_weight.detach())
-    return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight)
+    return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight, best_val)
 
 
 @torch.no_grad()

@@ -123,6 +123,9 @@ def test_no_pair_score_leaves_every_number_unchanged(one_thread) -> None:
         assert outcome.metrics["heart"]["mrr"] == pytest.approx(heart, abs=1e-6)
         assert outcome.metrics["uniform"]["mrr"] == pytest.approx(uniform, abs=1e-6)
         assert outcome.pair_weight is None
+        # The validation metrics kept for choosing between configurations: those of the chosen epoch.
+        assert outcome.val_metrics["uniform"]["mrr"] == outcome.best_val_mrr
+        assert 0.0 < outcome.val_metrics["heart"]["mrr"] <= 1.0
     assert "pair_weight" not in dict(LinkPredictor(8, None, "mlp", 8).named_parameters())
     with pytest.raises(ValueError, match="unknown pair_score 'cos'; accepted: none, cosine, rcml"):
         LinkPredSettings(pair_score="cos")
@@ -171,6 +174,10 @@ def test_linkpred_end_to_end_with_pair_scores(demo_root: str, tmp_path, monkeypa
     cosine = run(_compose(demo_root, tmp_path / "cos", "linkpred.pair_score=cosine"))
     rows = load_results(tmp_path / "cos" / "results" / "demo" / "results.json").rows
     assert len(rows) == 22 and {r.get("pair_score") for r in rows} == {"cosine"}
+    validation = load_results(tmp_path / "cos" / "results" / "demo" / "validation.json").rows
+    assert {(r.get("model"), r.get("protocol"), r.metric) for r in validation} == {
+        (m, p, k) for m in ("sage", "mlp") for p in ("heart", "uniform") for k in ("mrr", "hits@1", "hits@3", "hits@10")}
+    assert all(r.get("pair_score") == "cosine" and 0.0 <= r.value <= 1.0 for r in validation)
     assert 0.0 < cosine["mlp/heart/mrr"] <= 1.0
     plain = run(_compose(demo_root, tmp_path / "none"))
     assert {r.get("pair_score") for r in load_results(tmp_path / "none" / "results" / "demo"
