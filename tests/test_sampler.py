@@ -1,3 +1,7 @@
+import mmap
+import pickle
+import sys
+import threading
 from collections import Counter
 
 import pytest
@@ -19,6 +23,7 @@ from rcml_graph.sampling import (
     false_negative_mask,
     false_negative_product_mask,
 )
+from rcml_graph.sampling.ops import HUGE_PAGE_BYTES, huge_page_copy
 
 # 7 products. Descriptions: 0 self, 1-2 also_bought, 3 also_viewed, 4 buy_after_viewing.
 DESC_KIND = [-1, 0, 0, 1, 3]
@@ -413,12 +418,12 @@ def test_bad_index_dtype_raises(graph):
         RelationPairSampler(graph, batch_size=2, index_dtype=torch.float32)
 
 
-@pytest.mark.parametrize("prefetch", [1, 3])
-def test_prefetch_gives_the_same_batches_and_resume_position(prefetch):
+@pytest.mark.parametrize("prefetch,workers", [(1, 1), (3, 1), (1, 3), (4, 2)])
+def test_prefetch_gives_the_same_batches_and_resume_position(prefetch, workers):
     data, _ = random_graph(5)
     plain = RelationPairSampler(data, batch_size=4, num_hard_negatives=2, seed=3)
     ahead = RelationPairSampler(data, batch_size=4, num_hard_negatives=2, seed=3)
-    ahead.prefetch = prefetch
+    ahead.prefetch, ahead.prefetch_workers = prefetch, workers
     for epoch in range(2):
         a, b = list(plain), list(ahead)
         assert len(a) == len(b) == len(plain) and all(batches_equal(x, y) for x, y in zip(a, b))
@@ -432,3 +437,56 @@ def test_prefetch_gives_the_same_batches_and_resume_position(prefetch):
     resumed.load_state_dict(ahead.state_dict())
     rest = list(resumed)
     assert all(batches_equal(x, plain.batch_at(2, i)) for i, x in enumerate(taken + rest))
+
+
+def test_bad_prefetch_workers_is_named(graph):
+    sampler = RelationPairSampler(graph, batch_size=2)
+    sampler.prefetch, sampler.prefetch_workers = 1, 0
+    with pytest.raises(ValueError, match="prefetch_workers=0"):
+        next(iter(sampler))
+
+
+def test_each_thread_gets_its_own_product_table(graph):
+    sampler = RelationPairSampler(graph, batch_size=2)
+    seen = {}
+
+    def grab(name):
+        seen[name] = (sampler._product_table(), sampler._product_table())
+
+    threads = [threading.Thread(target=grab, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sampler._product_table() is sampler._products
+    assert seen["a"][0] is seen["a"][1]  # built once per thread
+    tables = {id(sampler._products), id(seen["a"][0]), id(seen["b"][0])}
+    assert len(tables) == 3
+
+
+def test_sampler_pickles_and_the_copy_gives_the_same_batches():
+    data, _ = random_graph(6)
+    sampler = RelationPairSampler(data, batch_size=4, num_hard_negatives=2, seed=5)
+    copy = pickle.loads(pickle.dumps(sampler))
+    assert len(copy) == len(sampler) > 2
+    assert all(batches_equal(copy.batch_at(1, i), sampler.batch_at(1, i))
+               for i in range(len(sampler)))
+    assert copy._product_table() is copy._products
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.long, torch.float32, torch.bool])
+def test_huge_page_copy_keeps_values_and_falls_back(dtype):
+    table = (torch.arange(3 * 70_001) % 7).to(dtype).view(-1, 3)
+    copied = huge_page_copy(table, min_bytes=0)
+    assert copied.dtype == table.dtype and copied.shape == table.shape
+    assert torch.equal(copied, table)
+    if hasattr(mmap, "MADV_HUGEPAGE") and sys.platform.startswith("linux"):
+        assert copied.data_ptr() != table.data_ptr()
+        assert copied.data_ptr() % HUGE_PAGE_BYTES == 0  # starts on a huge-page boundary
+    del table
+    copied.view(-1)[0] = copied.view(-1)[1]  # writable, and alive without the original
+    assert bool((copied.view(-1)[:2] == copied.view(-1)[1]).all())
+    small = torch.ones(10, dtype=dtype)
+    assert huge_page_copy(small) is small  # below one huge page: unchanged
+    strided = torch.ones(4, 6)[:, ::2]
+    assert huge_page_copy(strided, min_bytes=0) is strided  # not contiguous: unchanged

@@ -47,11 +47,15 @@ class EpochCursor:
             raise ValueError(f"state batch {batch} out of range; accepted: 0..{len(self)}")
         self.epoch, self._batch = int(state["epoch"]), batch
 
-    #: Batches computed ahead on a worker thread while the caller works on the current one
+    #: Batches computed ahead on worker threads while the caller works on the current one
     #: (0: none). Batches are pure functions of ``(seed, epoch, index)``, so prefetching changes
     #: neither the batches nor the resume position (:meth:`state_dict` counts batches handed
-    #: out, not computed). One worker calls :meth:`batch_at` at a time.
+    #: out, not computed).
     prefetch: int = 0
+    #: Worker threads computing the prefetched batches (used when ``prefetch > 0``). With more
+    #: than one, several :meth:`batch_at` calls run at once, so a subclass must keep its
+    #: per-call scratch per thread; batches still come out in order.
+    prefetch_workers: int = 1
 
     def __iter__(self) -> Iterator[PairBatch]:
         """The remaining batches of the current epoch; afterwards the next epoch is current."""
@@ -66,13 +70,18 @@ class EpochCursor:
 
     def _prefetching(self) -> Iterator[PairBatch]:
         epoch, following = self.epoch, self._batch
+        workers = self.prefetch_workers
+        if workers < 1:
+            raise ValueError(f"prefetch_workers={workers!r}; accepted: an integer >= 1")
+        ahead = max(self.prefetch, workers)
         pending: deque[Future[PairBatch]] = deque()
         # torch's own DataLoader would need a Dataset and worker processes for what is one call
-        # per batch here; a single thread keeps the order and the device tensors in-process.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch") as pool:
+        # per batch here; threads keep the order and the device tensors in-process, and torch
+        # releases the GIL inside its ops, so several workers overlap their memory stalls.
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch-prefetch") as pool:
             try:
                 while self._batch < len(self):
-                    while following < len(self) and len(pending) <= self.prefetch:
+                    while following < len(self) and len(pending) <= ahead:
                         pending.append(pool.submit(self.batch_at, epoch, following))
                         following += 1
                     batch = pending.popleft().result()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rcml_graph.sampling.ops import huge_page_copy
+
 
 class BatchProductTable:
     """Unique products of a batch in order of first reference, and membership lookups.
@@ -30,7 +32,8 @@ class BatchProductTable:
         self.dtype = torch.int32 if fits else torch.long
         self.index_dtype = index_dtype
         self._top = torch.iinfo(self.dtype).max
-        self._table = torch.full((num_products,), self._top, dtype=self.dtype, device=device)
+        self._table = huge_page_copy(
+            torch.full((num_products,), self._top, dtype=self.dtype, device=device))
         self._end = self._top  # exclusive end of the current batch's value range
         self._offset = self._top
         self._local_of_first: Tensor | None = None

@@ -57,6 +57,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+import threading
+
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
@@ -65,7 +67,7 @@ from rcml_graph.relations import PRODUCT, RELATION_KINDS, check_kind, edge_type
 from rcml_graph.sampling.batch import PairBatch
 from rcml_graph.sampling.cursor import EpochCursor
 from rcml_graph.sampling.negatives import PairContext, draw_hard_negatives
-from rcml_graph.sampling.ops import expand_segments, gather_rows, mix_seed
+from rcml_graph.sampling.ops import expand_segments, gather_rows, huge_page_copy, mix_seed
 from rcml_graph.sampling.products import BatchProductTable
 
 #: Split code of training edges.
@@ -169,9 +171,17 @@ class RelationPairSampler(EpochCursor):
         self.relation_offset = self.category_members.numel()
         del self._pair_target
         self._build_anchor_info()
+        # the tables a batch reads at random rows (on CPU, moved into huge pages)
+        self.edge_info = huge_page_copy(self.edge_info)
+        self.pool = huge_page_copy(self.pool)
+        self._slot_table = huge_page_copy(self._slot_table)
+        self._anchor_info = huge_page_copy(self._anchor_info)
         max_references = batch_size * (1 + positives_per_anchor) * (1 + num_hard_negatives)
+        self._max_references = max_references
         self._products = BatchProductTable(self.num_products, max_references, index_dtype,
                                            self.device)
+        self._owner = threading.get_ident()
+        self._scratch = threading.local()
         self.epoch = 0
         self._batch = 0
         self._epoch_cache: tuple[int, Tensor, Tensor] | None = None
@@ -309,12 +319,37 @@ class RelationPairSampler(EpochCursor):
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             generator = self._generator(epoch, -1)
             slot_order = torch.randperm(self.num_slots, generator=generator, device=self.device)
-            rotation = torch.randint(0, 1 << 62, (self.num_products,), generator=generator,
-                                     device=self.device)
+            rotation = huge_page_copy(torch.randint(0, 1 << 62, (self.num_products,),
+                                                    generator=generator, device=self.device))
             self._epoch_cache = (epoch, slot_order, rotation)
         return self._epoch_cache[1], self._epoch_cache[2]
 
+    def __getstate__(self) -> dict:
+        # per-thread scratch does not travel (a thread-local cannot be pickled); the copy
+        # builds its own on first use in whichever thread calls it
+        state = self.__dict__.copy()
+        del state["_scratch"], state["_owner"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._owner = threading.get_ident()
+        self._scratch = threading.local()
+
     # ------------------------------------------------------------------ batches
+    def _product_table(self) -> BatchProductTable:
+        """The product table of the calling thread: the sampler's own for the thread that
+        built it, a private one (built on first use) for any other, so prefetch workers
+        (``prefetch_workers > 1``) never share scratch."""
+        if threading.get_ident() == self._owner:
+            return self._products
+        table = getattr(self._scratch, "table", None)
+        if table is None:
+            table = BatchProductTable(self.num_products, self._max_references,
+                                      self.index_dtype, self.device)
+            self._scratch.table = table
+        return table
+
     def batch_at(self, epoch: int, index: int) -> PairBatch:
         """Batch ``index`` of epoch ``epoch`` (a pure function of seed, epoch and index)."""
         if not 0 <= index < len(self):
@@ -387,7 +422,8 @@ class RelationPairSampler(EpochCursor):
         # negatives (a missing one stands in as its pair's target, present anyway)
         missing = hard_neg < 0
         stand_in = hard_neg + missing * (dst[:, None] + 1)
-        products, local = self._products.index(
+        table = self._product_table()
+        products, local = table.index(
             torch.cat([anchor, dst[:num_pos], stand_in.flatten()]))
         anchor_local = local[:num_slots]
         src_local = torch.empty(num_pairs, dtype=torch.long, device=device)
@@ -402,14 +438,15 @@ class RelationPairSampler(EpochCursor):
             is_self=torch.arange(num_pairs, device=device) >= num_pos,
             hard_neg=hard_neg.long(), hard_neg_kind=hard_kind, products=products,
             src_local=src_local, dst_local=dst_local, hard_neg_local=hard_neg_local,
-            false_negative_index=self._false_negative_index(nbr_row, nbr, dst_local, num_pos))
+            false_negative_index=self._false_negative_index(table, nbr_row, nbr, dst_local,
+                                                            num_pos))
 
-    def _false_negative_index(self, nbr_row: Tensor, nbr: Tensor, dst_local: Tensor,
-                              num_pos: int) -> Tensor:
+    def _false_negative_index(self, table: BatchProductTable, nbr_row: Tensor, nbr: Tensor,
+                              dst_local: Tensor, num_pos: int) -> Tensor:
         """(2, F) int64 ``(pair, local product)``: relation pairs' group members present in
         the batch (in ``nbr`` order), then each self pair's anchor."""
         device = nbr.device
-        present, member_local = self._products.lookup(nbr)
+        present, member_local = table.lookup(nbr)
         num_self = dst_local.numel() - num_pos
         position = torch.cumsum(present, 0, dtype=nbr_row.dtype)
         num_rel = int(position[-1]) if position.numel() else 0
