@@ -56,8 +56,10 @@ class BatchProductTable:
         is_first = first == position
         local_of_first = torch.cumsum(is_first, 0, dtype=self.index_dtype) - 1
         local = local_of_first.index_select(0, first)
-        # first references in order are the unique products in order: a streaming compaction
-        products = references[is_first].long()
+        num_unique = int(local_of_first[-1]) + 1 if num_refs else 0
+        # every writer of a slot writes the same product, so the race is harmless
+        products = torch.empty(num_unique, dtype=torch.long, device=device)
+        products.scatter_(0, local.long(), references.long())
         self._local_of_first = local_of_first
         return products, local
 
