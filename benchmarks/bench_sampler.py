@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> dict:
             "epoch_setup_s": round(epoch_setup_s, 3),
             "epoch_setup_share": round(epoch_setup_s / (epoch_setup_s + sec_per_batch
                                                         * num_batches), 4),
+            # a whole epoch's pairs over its batches plus its setup (slot permutation)
+            "pairs_per_s_with_epoch_setup": round(
+                pairs_per_s * sec_per_batch * num_batches
+                / (epoch_setup_s + sec_per_batch * num_batches)),
         },
         "iterated_with_prefetch_workers": iterated,
         "bare_uniform_csr_draw": {"pairs_per_call": bare_size,

@@ -25,6 +25,7 @@ def test_bench_sampler_writes_its_report(tmp_path):
     batch = written["throughput_batch"]
     assert batch["pairs_per_batch"] > 64 and batch["pairs_per_s"] > 0
     assert batch["positive_pairs_per_s"] < batch["pairs_per_s"]  # self pairs are counted apart
+    assert 0 < batch["pairs_per_s_with_epoch_setup"] <= batch["pairs_per_s"]
     iterated = written["iterated_with_prefetch_workers"]
     assert set(iterated) == {"workers_1", "workers_2"}
     assert all(v["batches"] > 0 and v["pairs_per_s"] > 0 for v in iterated.values())
