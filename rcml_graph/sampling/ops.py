@@ -68,9 +68,9 @@ def huge_page_copy(table: Tensor, min_bytes: int = HUGE_PAGE_BYTES) -> Tensor:
     """A copy of a CPU ``table`` in memory advised for transparent huge pages (Linux).
 
     The samplers gather single rows at random from tables of hundreds of MB; with 4 KiB pages
-    nearly every such read also misses the TLB and walks the page table. In 2 MiB pages the
-    same reads cost about a fifth less on the 2-core benchmark machine
-    (docs/benchmarks.md, session 7). Where the kernel runs THP in ``madvise`` mode (a common
+    nearly every such read also misses the TLB and walks the page table. 2 MiB pages avoid
+    most of those walks (measured +1-7% sampler throughput on the 2-core benchmark machine,
+    within its run-to-run noise; docs/benchmarks.md, session 7). Where the kernel runs THP in ``madvise`` mode (a common
     default) torch's allocator does not ask for them (only with ``THP_MEM_ALLOC_ENABLE=1`` in
     the environment), so the table is copied into an anonymous mapping advised with
     ``MADV_HUGEPAGE`` before its pages are first touched, aligned to a huge page. The
