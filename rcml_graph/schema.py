@@ -62,6 +62,9 @@ class GraphConfig:
     min_community_size: int = 3
     max_networkx_edges: int = 250_000
     max_text_chars: int = 1000
+    #: ``train`` (default): communities and descriptions from training edges only; ``all``:
+    #: from every edge, validation and test included (before session 8; leaks held-out edges).
+    community_edges: str = "train"
     drop_no_text: bool = True
 
 

@@ -14,6 +14,7 @@ from rcml_graph.data.communities import Communities, find_communities, term_matr
 from rcml_graph.data.products import ProductTable
 from rcml_graph.data.splits import (
     SPLIT_NAMES,
+    TRAIN,
     inductive_edge_split,
     inductive_node_split,
     transductive_edge_split,
@@ -56,10 +57,20 @@ class GraphSettings:
     min_community_size: int = 3
     max_networkx_edges: int = 250_000
     max_text_chars: int = 1000
+    #: Which edges the interest communities (and so every edge's description, the products'
+    #: ``community`` labels and the degrees that pick an edge's community) are computed from:
+    #: ``train`` (default) = training edges on pairs that are held out in no relation kind, so
+    #: no validation/test edge shapes a description or a label; ``all`` = every edge (the
+    #: behaviour before session 8: test edges leak into the descriptions of training edges).
+    community_edges: str = "train"
 
     def __post_init__(self) -> None:
         if self.split not in ("transductive", "inductive"):
             raise ValueError(f"unknown split {self.split!r}; accepted: transductive, inductive")
+        if self.community_edges not in ("train", "all"):
+            raise ValueError(
+                f"unknown community_edges {self.community_edges!r}; accepted: train, all"
+            )
 
 
 def product_text(
@@ -102,6 +113,29 @@ def _edge_context(edge_index: np.ndarray, label: np.ndarray, degree: np.ndarray)
     chosen = np.where(prefer_src, src_label, dst_label)
     other = np.where(prefer_src, dst_label, src_label)
     return np.where(chosen >= 0, chosen, other)
+
+
+def _pair_keys(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
+    return np.minimum(*edge_index) * num_nodes + np.maximum(*edge_index)
+
+
+def community_edge_subset(
+    edges: dict[str, np.ndarray], splits: dict[str, np.ndarray], num_nodes: int
+) -> dict[str, np.ndarray]:
+    """Each kind's edges that may shape communities: training edges whose unordered pair is
+    held out (validation or test) in no relation kind. ``(2, E_k)`` per kind."""
+    held_out = [
+        _pair_keys(edges[k][:, splits[k] != TRAIN], num_nodes) for k in edges
+    ]
+    held_out_keys = (
+        np.unique(np.concatenate(held_out)) if held_out else np.zeros(0, dtype=np.int64)
+    )
+    subset = {}
+    for kind, edge_index in edges.items():
+        train = edge_index[:, splits[kind] == TRAIN]
+        keep = ~np.isin(_pair_keys(train, num_nodes), held_out_keys, assume_unique=False)
+        subset[kind] = train[:, keep]
+    return subset
 
 
 def _community_report(
@@ -236,15 +270,41 @@ def build_graph(
         [(*c[1:], c[-1] if c else "", t) for c, t in zip(table.category_path, table.title)]
     )
     lap("edges_and_terms")
+    # --- splits (before the communities, which see only training edges by default) ---------
+    if settings.split == "inductive":
+        node_split = inductive_node_split(
+            num_products, settings.val_ratio, settings.test_ratio, settings.seed
+        )
+        product.split = torch.from_numpy(node_split)
+    splits: dict[str, np.ndarray] = {}
+    for kind_id, kind in enumerate(RELATION_KINDS):
+        if kind not in edges:
+            continue
+        if settings.split == "inductive":
+            splits[kind] = inductive_edge_split(edges[kind], node_split)
+        else:
+            splits[kind] = transductive_edge_split(
+                edges[kind], num_products, settings.val_ratio, settings.test_ratio,
+                settings.seed + kind_id,
+            )
+    community_edges = (
+        community_edge_subset(edges, splits, num_products)
+        if settings.community_edges == "train"
+        else edges
+    )
+    lap("splits")
     families = {
         "co_purchase": [k for k in CO_PURCHASE_KINDS if k in edges],
         "also_viewed": [k for k in ("also_viewed",) if k in edges],
     }
     family_communities: dict[str, Communities] = {}
     family_degree: dict[str, np.ndarray] = {}
+    family_edges_used: dict[str, int] = {}
     for family, kinds in families.items():
         union = (
-            np.concatenate([edges[k] for k in kinds], axis=1) if kinds else np.zeros((2, 0), np.int64)
+            np.concatenate([community_edges[k] for k in kinds], axis=1)
+            if kinds
+            else np.zeros((2, 0), np.int64)
         )
         family_communities[family] = find_communities(
             union,
@@ -256,16 +316,11 @@ def build_graph(
             max_networkx_edges=settings.max_networkx_edges,
         )
         family_degree[family] = np.bincount(union.ravel(), minlength=num_products)
+        family_edges_used[family] = int(union.shape[1])
         lap(f"communities_{family}")
     product.community = torch.from_numpy(family_communities["co_purchase"].label)
     product.view_community = torch.from_numpy(family_communities["also_viewed"].label)
 
-    # --- splits ---------------------------------------------------------------------------
-    if settings.split == "inductive":
-        node_split = inductive_node_split(
-            num_products, settings.val_ratio, settings.test_ratio, settings.seed
-        )
-        product.split = torch.from_numpy(node_split)
 
     relation_text = [SELF_RELATION_TEXT]
     relation_kind = [-1]
@@ -295,13 +350,7 @@ def build_graph(
         lookup_vals = np.array([desc_of_context[k] for k in lookup_keys.tolist()], dtype=np.int64)
         desc_id = lookup_vals[np.searchsorted(lookup_keys, context)]
 
-        if settings.split == "inductive":
-            split = inductive_edge_split(edge_index, node_split)
-        else:
-            split = transductive_edge_split(
-                edge_index, num_products, settings.val_ratio, settings.test_ratio,
-                settings.seed + kind_id,
-            )
+        split = splits[kind]
         forward = torch.from_numpy(edge_index)
         for etype, ei in ((edge_type(kind), forward), (reverse_edge_type(kind), forward.flip(0))):
             store = data[etype]
@@ -317,7 +366,7 @@ def build_graph(
         split_counts = np.bincount(split, minlength=len(SPLIT_NAMES)).tolist()
         split_report[kind] = dict(zip(SPLIT_NAMES, split_counts))
 
-    lap("descriptions_and_splits")
+    lap("descriptions")
     data.relation_text = relation_text
     data.relation_kind_of_desc = torch.tensor(relation_kind, dtype=torch.long)
     data.relation_community_of_desc = torch.tensor(relation_community, dtype=torch.long)
@@ -325,7 +374,10 @@ def build_graph(
     data.view_community_names = family_communities["also_viewed"].names
 
     community_report = {
-        family: _community_report(c, category_id, category_names)
+        family: {
+            "edges_used": family_edges_used[family],
+            **_community_report(c, category_id, category_names),
+        }
         for family, c in family_communities.items()
     }
     lap("community_report")
@@ -339,6 +391,7 @@ def build_graph(
         "relation_edges_undirected": {k: int(v.shape[1]) for k, v in edges.items()},
         "descriptions": {"total": len(relation_text), "per_relation": description_report},
         "communities": community_report,
+        "community_edges": settings.community_edges,
         "splits": {"mode": settings.split, "per_relation": split_report},
         "statistics": statistics,
     }

@@ -156,3 +156,81 @@ def test_community_report_sizes_purity_and_top_category():
     assert report["count"] == 3 and report["products_in_a_community"] == 7
     assert report["size_max"] == 4 and report["size_median"] == 2.0
     assert report["mean_category_purity"] == (0.5 + 0.5 + 0.0) / 3
+
+
+def test_community_edge_subset_drops_held_out_pairs_of_every_kind():
+    from rcml_graph.data.graph import community_edge_subset
+
+    edges = {
+        "also_bought": np.array([[0, 1, 2, 3], [1, 2, 3, 4]]),
+        "also_viewed": np.array([[2, 5], [1, 6]]),  # (2, 1) is the pair (1, 2), reversed
+    }
+    splits = {
+        "also_bought": np.array([TRAIN, TRAIN, VAL, TRAIN], dtype=np.uint8),
+        "also_viewed": np.array([TEST, TRAIN], dtype=np.uint8),
+    }
+    subset = community_edge_subset(edges, splits, num_nodes=7)
+    # (1, 2) is training in also_bought but held out in also_viewed; (2, 3) is validation.
+    assert subset["also_bought"].tolist() == [[0, 3], [1, 4]]
+    assert subset["also_viewed"].tolist() == [[5], [6]]
+
+
+def _spy_world(with_held_out: bool) -> list[RawProduct]:
+    """`_world` plus a fishing product linked to one fishing product by a training edge and,
+    if ``with_held_out``, to every baby product by edges the split will hold out."""
+    products = _world()
+    baby = [p.product_id for p in products if p.product_id.startswith("baby")]
+    products.append(RawProduct(
+        product_id="spy", title="spinning reel deluxe", category_path=["Shop", "Fishing Reels"],
+        relations={"also_bought": ["fish0"] + (baby if with_held_out else [])},
+    ))
+    return products
+
+
+@pytest.mark.parametrize("community_edges", ["train", "all"])
+def test_held_out_edges_shape_no_community_or_description(monkeypatch, community_edges):
+    import rcml_graph.data.graph as graph_module
+
+    def build(with_held_out: bool):
+        table = collect_products(_spy_world(with_held_out))
+        index = {pid: i for i, pid in enumerate(table.product_id)}
+        spy, baby = index["spy"], {i for pid, i in index.items() if pid.startswith("baby")}
+
+        def split(edge_index, num_nodes, val_ratio, test_ratio, seed):
+            # Every spy-baby edge is a test edge, everything else trains.
+            src, dst = edge_index
+            return np.array(
+                [TEST if {s, d} & {spy} and {s, d} & baby else TRAIN for s, d in zip(src.tolist(), dst.tolist())],
+                dtype=np.uint8,
+            )
+
+        monkeypatch.setattr(graph_module, "transductive_edge_split", split)
+        settings = GraphSettings(min_community_size=3, community_resolution=1.0, community_edges=community_edges)
+        data, report = build_graph(table, settings)
+        return data, report, table.product_id
+
+    without, _, ids_without = build(False)
+    with_held, report, ids_with = build(True)
+    assert report["community_edges"] == community_edges
+    assert ids_without == ids_with
+    spy = ids_with.index("spy")
+    baby_community = int(with_held["product"].community[ids_with.index("baby0")])
+    held_out = with_held[edge_type("also_bought")].split == TEST
+    assert int(held_out.sum()) == 6
+    if community_edges == "all":
+        # The leak this option closes: six test edges pull the spy into the baby community.
+        assert int(with_held["product"].community[spy]) == baby_community
+        return
+    assert torch.equal(without["product"].community, with_held["product"].community)
+    assert int(with_held["product"].community[spy]) != baby_community
+    # Every edge present in both graphs carries the same description text.
+    def described(data):
+        store = data[edge_type("also_bought")]
+        return {
+            (s, d): data.relation_text[t]
+            for s, d, t in zip(*store.edge_index.tolist(), store.desc_id.tolist())
+        }
+
+    shared = described(without)
+    assert shared.items() <= described(with_held).items()
+    assert report["communities"]["co_purchase"]["edges_used"] == len(shared)
