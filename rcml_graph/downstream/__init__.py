@@ -48,6 +48,11 @@ from rcml_graph.downstream.splits import (
     target_edge_mask,
     target_edges,
 )
+from rcml_graph.downstream.score_metrics import (
+    embedding_score_metrics,
+    evaluation_pair_scores,
+    pair_score_metrics,
+)
 from rcml_graph.downstream.trainer import (
     LINKPRED_MODES,
     LINKPRED_TASK,
@@ -58,9 +63,7 @@ from rcml_graph.downstream.trainer import (
     LinkPredSettings,
     build_evaluation_set,
     build_training_negatives,
-    embedding_score_metrics,
     linkpred_rows,
-    pair_score_metrics,
     resolve_mode,
     train_and_evaluate,
 )
@@ -93,6 +96,7 @@ __all__ = [
     "cosine_pair_score",
     "embedding_features",
     "embedding_score_metrics",
+    "evaluation_pair_scores",
     "export_checkpoint",
     "export_embeddings",
     "graph_hash",

@@ -40,14 +40,15 @@ from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, 
 from rcml_graph.downstream.models import RELATION_AGGRS, LinkPredictor
 from rcml_graph.downstream.neighbors import NeighborSampler
 from rcml_graph.downstream.pair_scores import PAIR_SCORES, PairScore
+from rcml_graph.downstream.score_metrics import evaluation_pair_scores
 from rcml_graph.downstream.splits import message_passing_graph, target_edges
 from rcml_graph.eval.ogb_eval import link_hits, link_mrr
 from rcml_graph.eval.results import ResultRow
 from rcml_graph.relations import PRODUCT, check_kind, edge_type
 
 __all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "TRAIN_NEGATIVES", "EvaluationSet", "LinkPredOutcome",
-           "LinkPredSettings", "build_evaluation_set", "build_training_negatives", "embedding_score_metrics",
-           "linkpred_rows", "pair_score_metrics", "resolve_mode", "train_and_evaluate"]
+           "LinkPredSettings", "build_evaluation_set", "build_training_negatives", "linkpred_rows", "resolve_mode",
+           "train_and_evaluate"]
 
 LINKPRED_TASK = "linkpred"
 #: Accepted ``mode`` values: ``auto`` is mini-batch above ``max_full_batch_nodes``.
@@ -207,27 +208,33 @@ def _embed(model: LinkPredictor, graph: HeteroData, sampler: NeighborSampler | N
 
 
 def _logits(model: LinkPredictor, h: Tensor, pairs: Tensor, pair_score: PairScore | None,
-            product_pairs: Tensor | None = None) -> Tensor:
+            product_pairs: Tensor | None = None, fixed: Tensor | None = None) -> Tensor:
     """Logits of ``pairs`` (rows of ``h``); the pair score reads ``product_pairs`` (the same pairs
-    as product ids, when ``h`` is a sampled subgraph's) or ``pairs``."""
-    score = None if pair_score is None else pair_score(pairs if product_pairs is None else product_pairs)
+    as product ids, when ``h`` is a sampled subgraph's) or ``pairs``, unless ``fixed`` holds it."""
+    score = fixed
+    if score is None and pair_score is not None:
+        score = pair_score(pairs if product_pairs is None else product_pairs)
     return model.score(h, pairs, None if score is None else score.to(h.device))
 
 
 @torch.no_grad()
 def _protocol_scores(model: LinkPredictor, h: Tensor, evaluation: EvaluationSet,
-                     with_shared: bool = True, pair_score: PairScore | None = None) -> dict[str, Tensor]:
-    """Model scores of the positives and of each protocol's negatives (on CPU)."""
+                     with_shared: bool = True, fixed: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Model scores of the positives and of each protocol's negatives (on CPU); ``fixed``: the
+    pair score of the same pairs (:func:`evaluation_pair_scores`, computed once per set)."""
     device = h.device
+    fixed = fixed or {}
     positives = evaluation.positives.to(device)
-    scores = {"pos": _logits(model, h, positives, pair_score)}
+    scores = {"pos": _logits(model, h, positives, None, fixed=fixed.get("pos"))}
     for name, targets in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives)):
         targets = targets.to(device)
         sources = positives[0][:, None].expand_as(targets)
         pairs = torch.stack([sources.reshape(-1), targets.reshape(-1)])
-        scores[name] = _logits(model, h, pairs, pair_score).view_as(targets)
+        score = fixed.get(name)
+        scores[name] = _logits(model, h, pairs, None, fixed=None if score is None else score.reshape(-1))
+        scores[name] = scores[name].view_as(targets)
     if with_shared:
-        scores["shared"] = _logits(model, h, evaluation.random_negatives.to(device), pair_score)
+        scores["shared"] = _logits(model, h, evaluation.random_negatives.to(device), None, fixed=fixed.get("shared"))
     return {name: value.cpu() for name, value in scores.items()}
 
 
@@ -338,6 +345,8 @@ def train_and_evaluate(
     generator = torch.Generator().manual_seed(seed)
     best_state, best_mrr, best_epoch, best_val = copy.deepcopy(model.state_dict()), float("-inf"), 0, {}
     history = []
+    # The validation pairs are fixed: their pair score is computed once, not at every validation.
+    val_scores = None if pair_score is None else evaluation_pair_scores(pair_score, evaluation["val"], with_shared=False)
     for epoch in range(1, settings.epochs + 1):
         model.train()
         if sampler is None:
@@ -350,7 +359,7 @@ def train_and_evaluate(
                                     hard_pool, uniform=settings.train_negatives != "heart", pair_score=pair_score)
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
             h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
-            scores = _protocol_scores(model, h, evaluation["val"], with_shared=False, pair_score=pair_score)
+            scores = _protocol_scores(model, h, evaluation["val"], with_shared=False, fixed=val_scores)
             val_metrics = {name: link_mrr(scores["pos"], scores[name]) for name in ("heart", "uniform")}
             val_mrr = val_metrics[settings.selection]["mrr"]
             history.append((epoch, loss, val_mrr))
@@ -360,48 +369,13 @@ def train_and_evaluate(
                 best_state, best_mrr, best_epoch, best_val = copy.deepcopy(model.state_dict()), val_mrr, epoch, val_metrics
     model.load_state_dict(best_state)
     h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
-    scores = _protocol_scores(model, h, evaluation["test"], pair_score=pair_score)
+    test_scores = None if pair_score is None else evaluation_pair_scores(pair_score, evaluation["test"])
+    scores = _protocol_scores(model, h, evaluation["test"], fixed=test_scores)
     metrics = {"heart": link_mrr(scores["pos"], scores["heart"]),
                "uniform": link_mrr(scores["pos"], scores["uniform"]),
                "random": link_hits(scores["pos"], scores["shared"], settings.hits_ks)}
     pair_weight = None if model.pair_weight is None else float(model.pair_weight.detach())
     return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight, best_val)
-
-
-@torch.no_grad()
-def embedding_score_metrics(source: Tensor, target: Tensor, evaluation: EvaluationSet,
-                            hits_ks: Sequence[int] = (10, 50, 100)) -> dict[str, dict[str, float]]:
-    """The metrics of :func:`train_and_evaluate` for a model with nothing trained: ``(u, v)``
-    scored ``source[u] . target[v]`` (e.g. an RCML head's own score ``q(u, r) . z(v, r)`` from an
-    export's ``query/kind/<r>`` and ``kind/<r>``, or a cosine of one view with itself).
-
-    Shapes: ``source`` and ``target`` ``(N, D)``.
-    """
-    if source.shape != target.shape:
-        raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} must have the same shape")
-    source, target = source.float(), target.float()
-    sources = evaluation.positives[0]
-    pos = (source[sources] * target[evaluation.positives[1]]).sum(-1)
-    metrics = {name: link_mrr(pos, (source[sources][:, None, :] * target[negatives]).sum(-1))
-               for name, negatives in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives))}
-    shared = (source[evaluation.random_negatives[0]] * target[evaluation.random_negatives[1]]).sum(-1)
-    metrics["random"] = link_hits(pos, shared, hits_ks)
-    return metrics
-
-
-@torch.no_grad()
-def pair_score_metrics(pair_score: PairScore, evaluation: EvaluationSet,
-                       hits_ks: Sequence[int] = (10, 50, 100)) -> dict[str, dict[str, float]]:
-    """The metrics of :func:`train_and_evaluate` for a fixed pair score alone, nothing trained
-    (e.g. ``rcml``'s ``q(u, d_u) . z(v, d_u)``, which no per-product export can express)."""
-    positives = evaluation.positives
-    pos = pair_score(positives)
-    metrics = {}
-    for name, negatives in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives)):
-        pairs = torch.stack([positives[0][:, None].expand_as(negatives).reshape(-1), negatives.reshape(-1)])
-        metrics[name] = link_mrr(pos, pair_score(pairs).view_as(negatives))
-    metrics["random"] = link_hits(pos, pair_score(evaluation.random_negatives), hits_ks)
-    return metrics
 
 
 def _pair_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:

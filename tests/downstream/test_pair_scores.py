@@ -200,3 +200,36 @@ def test_linkpred_end_to_end_with_pair_scores(demo_root: str, tmp_path, monkeypa
     checkpoint.write_bytes(b"other weights")
     with pytest.raises(ValueError, match="missing or has changed"):
         pair_score_of(_compose(demo_root, tmp_path / "x", *overrides), data, 0, {})
+
+
+def test_evaluation_pairs_are_scored_once_per_set(one_thread) -> None:
+    # Values measured with the code of commit 825571a, which rescored the validation pairs at every
+    # validation (same graph, settings and seed; one thread): caching changes no number.
+    data, informative = _clustered_graph(num_clusters=8, size=8)
+    noise = random_features(64, 12, 0)
+    expected = {("full", "heart"): (0.5976190567016602, 0.8214285969734192, 0.8571428656578064, 0.9702395796775818),
+                ("minibatch", "mixed"): (0.5380952954292297, 0.7380952835083008, 1.0, 0.9107973575592041)}
+    for (mode, negatives), (heart, uniform, val, weight) in expected.items():
+        settings = LinkPredSettings(epochs=6, eval_every=3, num_negatives=10, hits_negatives=100, hidden_channels=8,
+                                    mode=mode, batch_size=32, num_neighbors=(5, 5), train_negatives=negatives,
+                                    pair_score="cosine")
+        calls = []
+
+        class Counting(PairScore):
+            def __call__(self, pairs):
+                calls.append(pairs.clone())
+                return super().__call__(pairs)
+
+        score = cosine_pair_score(informative)
+        counting = Counting(score.source, score.targets, score.slot, score.mean, score.std)
+        outcome = train_and_evaluate(data, noise, "sage", settings, seed=0, pair_score=counting)
+        assert outcome.metrics["heart"]["mrr"] == pytest.approx(heart, abs=1e-6)
+        assert outcome.metrics["uniform"]["mrr"] == pytest.approx(uniform, abs=1e-6)
+        assert outcome.best_val_mrr == pytest.approx(val, abs=1e-6)
+        assert outcome.pair_weight == pytest.approx(weight, abs=1e-6)
+        # Two validations (epochs 3 and 6), but each validation pair set is scored once.
+        validation = build_evaluation_set(data, "val", settings, 0)
+        for negatives in (validation.hard_negatives, validation.uniform_negatives):
+            sources = validation.positives[0][:, None].expand_as(negatives)
+            pairs = torch.stack([sources.reshape(-1), negatives.reshape(-1)])
+            assert sum(c.shape == pairs.shape and torch.equal(c, pairs) for c in calls) == 1
