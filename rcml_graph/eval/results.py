@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock
+
 __all__ = [
     "AggregateRow",
     "ResultRow",
@@ -134,6 +136,14 @@ def append_rows(path: str | os.PathLike, domain: str, rows: Iterable[ResultRow])
         The merged contents as written.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Read-merge-write under an inter-process lock: two runs finishing together (parallel jobs,
+    # a Hydra multirun) would otherwise each write back only their own rows.
+    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+        return _merge_and_write(path, domain, rows)
+
+
+def _merge_and_write(path: Path, domain: str, rows: Iterable[ResultRow]) -> ResultsFile:
     existing: list[ResultRow] = []
     if path.exists():
         current = load_results(path)
@@ -147,7 +157,6 @@ def append_rows(path: str | os.PathLike, domain: str, rows: Iterable[ResultRow])
     for row in rows:
         merged[row.key()] = row  # a replaced key keeps its original position
     result = ResultsFile(domain=domain, rows=list(merged.values()))
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"domain": domain, "rows": [row.to_dict() for row in result.rows]}
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -41,6 +41,27 @@ def test_append_replaces_rows_with_the_same_identity(tmp_path: Path) -> None:
         append_rows(path, "baby", [_row(0, 0.1)])
 
 
+def _append_many(path: str, worker: int, count: int) -> None:
+    for i in range(count):
+        append_rows(path, "sports", [_row(worker * 1000 + i, float(i))])
+
+
+def test_concurrent_appends_lose_no_row(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "results.json"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_append_many, args=(str(path), w, 25)) for w in range(4)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    # Without the lock this fails: each writer puts back only what it read plus its own row.
+    seeds = sorted(r.seed for r in load_results(path).rows)
+    assert seeds == sorted(w * 1000 + i for w in range(4) for i in range(25))
+
+
 def test_aggregate_mean_std_over_seeds() -> None:
     rows = [_row(2, 0.8, n=100), _row(0, 0.6, n=100), _row(1, 0.7, n=90), _row(0, 0.5, method="clip")]
     rcml, clip = aggregate(rows)
