@@ -95,8 +95,7 @@ def product_text(
 def _canonical_edges(kind: str, edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     if kind not in SYMMETRIC_KINDS or edge_index.shape[1] == 0:
         return edge_index
-    lo, hi = np.minimum(*edge_index), np.maximum(*edge_index)
-    key = sorted_unique(lo * num_nodes + hi)
+    key = sorted_unique(_pair_keys(edge_index, num_nodes))
     return np.stack([key // num_nodes, key % num_nodes])
 
 
@@ -133,7 +132,7 @@ def community_edge_subset(
     subset = {}
     for kind, edge_index in edges.items():
         train = edge_index[:, splits[kind] == TRAIN]
-        keep = ~np.isin(_pair_keys(train, num_nodes), held_out_keys, assume_unique=False)
+        keep = ~np.isin(_pair_keys(train, num_nodes), held_out_keys)
         subset[kind] = train[:, keep]
     return subset
 
