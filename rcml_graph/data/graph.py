@@ -17,6 +17,7 @@ from rcml_graph.data.splits import (
     TRAIN,
     inductive_edge_split,
     inductive_node_split,
+    pair_keys,
     transductive_edge_split,
 )
 from rcml_graph.data.stats import (
@@ -95,7 +96,7 @@ def product_text(
 def _canonical_edges(kind: str, edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
     if kind not in SYMMETRIC_KINDS or edge_index.shape[1] == 0:
         return edge_index
-    key = sorted_unique(_pair_keys(edge_index, num_nodes))
+    key = sorted_unique(pair_keys(edge_index, num_nodes))
     return np.stack([key // num_nodes, key % num_nodes])
 
 
@@ -114,17 +115,13 @@ def _edge_context(edge_index: np.ndarray, label: np.ndarray, degree: np.ndarray)
     return np.where(chosen >= 0, chosen, other)
 
 
-def _pair_keys(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
-    return np.minimum(*edge_index) * num_nodes + np.maximum(*edge_index)
-
-
 def community_edge_subset(
     edges: dict[str, np.ndarray], splits: dict[str, np.ndarray], num_nodes: int
 ) -> dict[str, np.ndarray]:
     """Each kind's edges that may shape communities: training edges whose unordered pair is
     held out (validation or test) in no relation kind. ``(2, E_k)`` per kind."""
     held_out = [
-        _pair_keys(edges[k][:, splits[k] != TRAIN], num_nodes) for k in edges
+        pair_keys(edges[k][:, splits[k] != TRAIN], num_nodes) for k in edges
     ]
     held_out_keys = (
         np.unique(np.concatenate(held_out)) if held_out else np.zeros(0, dtype=np.int64)
@@ -132,7 +129,7 @@ def community_edge_subset(
     subset = {}
     for kind, edge_index in edges.items():
         train = edge_index[:, splits[kind] == TRAIN]
-        keep = ~np.isin(_pair_keys(train, num_nodes), held_out_keys)
+        keep = ~np.isin(pair_keys(train, num_nodes), held_out_keys)
         subset[kind] = train[:, keep]
     return subset
 

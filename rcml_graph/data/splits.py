@@ -20,13 +20,17 @@ def check_ratios(val_ratio: float, test_ratio: float) -> None:
         )
 
 
+def pair_keys(edge_index: np.ndarray, num_nodes: int) -> np.ndarray:
+    """``(E,)`` key of each edge's unordered pair: ``min * num_nodes + max``."""
+    return np.minimum(*edge_index) * num_nodes + np.maximum(*edge_index)
+
+
 def transductive_edge_split(
     edge_index: np.ndarray, num_nodes: int, val_ratio: float, test_ratio: float, seed: int
 ) -> np.ndarray:
     """Split ``(2, E)`` edges by unordered pair; returns ``(E,)`` uint8 of TRAIN/VAL/TEST."""
     check_ratios(val_ratio, test_ratio)
-    src, dst = edge_index
-    pair_key = np.minimum(src, dst) * num_nodes + np.maximum(src, dst)
+    pair_key = pair_keys(edge_index, num_nodes)
     if np.all(pair_key[1:] > pair_key[:-1]):
         # Already sorted and unique (canonical undirected edges): skip np.unique's argsort.
         num_pairs, inverse = pair_key.size, None

@@ -52,6 +52,7 @@ from rcml_graph.downstream.score_metrics import (
     embedding_score_metrics,
     evaluation_pair_scores,
     pair_score_metrics,
+    source_negative_pairs,
 )
 from rcml_graph.downstream.trainer import (
     LINKPRED_MODES,
@@ -110,6 +111,7 @@ __all__ = [
     "normalize_features",
     "pair_keys",
     "pair_score_metrics",
+    "source_negative_pairs",
     "query_key",
     "random_features",
     "random_pair_negatives",

@@ -16,7 +16,12 @@ from rcml_graph.eval.ogb_eval import link_hits, link_mrr
 if TYPE_CHECKING:
     from rcml_graph.downstream.trainer import EvaluationSet
 
-__all__ = ["embedding_score_metrics", "evaluation_pair_scores", "pair_score_metrics"]
+__all__ = ["embedding_score_metrics", "evaluation_pair_scores", "pair_score_metrics", "source_negative_pairs"]
+
+
+def source_negative_pairs(sources: Tensor, negatives: Tensor) -> Tensor:
+    """``(2, P * K)`` pairs of each positive's source ``(P,)`` with its negatives ``(P, K)``."""
+    return torch.stack([sources[:, None].expand_as(negatives).reshape(-1), negatives.reshape(-1)])
 
 
 @torch.no_grad()
@@ -49,8 +54,7 @@ def evaluation_pair_scores(pair_score: PairScore, evaluation: EvaluationSet,
     positives = evaluation.positives
     scores = {"pos": pair_score(positives)}
     for name, negatives in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives)):
-        pairs = torch.stack([positives[0][:, None].expand_as(negatives).reshape(-1), negatives.reshape(-1)])
-        scores[name] = pair_score(pairs).view_as(negatives)
+        scores[name] = pair_score(source_negative_pairs(positives[0], negatives)).view_as(negatives)
     if with_shared:
         scores["shared"] = pair_score(evaluation.random_negatives)
     return scores

@@ -40,7 +40,7 @@ from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, 
 from rcml_graph.downstream.models import RELATION_AGGRS, LinkPredictor
 from rcml_graph.downstream.neighbors import NeighborSampler
 from rcml_graph.downstream.pair_scores import PAIR_SCORES, PairScore
-from rcml_graph.downstream.score_metrics import evaluation_pair_scores
+from rcml_graph.downstream.score_metrics import evaluation_pair_scores, source_negative_pairs
 from rcml_graph.downstream.splits import message_passing_graph, target_edges
 from rcml_graph.eval.ogb_eval import link_hits, link_mrr
 from rcml_graph.eval.results import ResultRow
@@ -228,11 +228,10 @@ def _protocol_scores(model: LinkPredictor, h: Tensor, evaluation: EvaluationSet,
     scores = {"pos": _logits(model, h, positives, None, fixed=fixed.get("pos"))}
     for name, targets in (("heart", evaluation.hard_negatives), ("uniform", evaluation.uniform_negatives)):
         targets = targets.to(device)
-        sources = positives[0][:, None].expand_as(targets)
-        pairs = torch.stack([sources.reshape(-1), targets.reshape(-1)])
         score = fixed.get(name)
-        scores[name] = _logits(model, h, pairs, None, fixed=None if score is None else score.reshape(-1))
-        scores[name] = scores[name].view_as(targets)
+        logits = _logits(model, h, source_negative_pairs(positives[0], targets), None,
+                         fixed=None if score is None else score.reshape(-1))
+        scores[name] = logits.view_as(targets)
     if with_shared:
         scores["shared"] = _logits(model, h, evaluation.random_negatives.to(device), None, fixed=fixed.get("shared"))
     return {name: value.cpu() for name, value in scores.items()}
