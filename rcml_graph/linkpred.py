@@ -14,7 +14,9 @@ export names, cached under ``<data_root>/<domain>/pair_scores/``), added to the 
 learned weight.
 Trains every ``linkpred.models`` (``sage``, ``mlp``) for every seed, appends long-form rows to
 ``<linkpred.results_dir>/<domain>/results.json`` and the run folder, and writes ``results.md``;
-the validation metrics at each model's chosen epoch go to ``validation.json`` beside them.
+the validation metrics at each model's chosen epoch go to ``validation.json`` beside them, with
+protocol ``training`` rows (``best_epoch``, ``epochs_trained``, ``budget_bound``: 1 when the
+best validation came at the last epoch of ``linkpred.epochs``, i.e. training did not converge).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def settings_from_config(cfg: DictConfig) -> LinkPredSettings:
     return LinkPredSettings(
         target_kind=lp.target_kind, hidden_channels=lp.hidden_channels, num_layers=lp.num_layers,
         decoder=lp.decoder, dropout=lp.dropout, lr=lp.lr, weight_decay=lp.weight_decay, epochs=lp.epochs,
-        eval_every=lp.eval_every, num_negatives=lp.num_negatives, hits_ks=tuple(int(k) for k in lp.hits_ks),
+        eval_every=lp.eval_every, patience=lp.patience, num_negatives=lp.num_negatives, hits_ks=tuple(int(k) for k in lp.hits_ks),
         hits_negatives=lp.hits_negatives, max_val_queries=lp.max_val_queries,
         max_full_batch_nodes=lp.max_full_batch_nodes, device=lp.device, feature_norm=lp.feature_norm,
         selection=lp.selection, mode=lp.mode, batch_size=lp.batch_size,
@@ -260,13 +262,18 @@ def run(cfg: DictConfig) -> dict[str, float]:
         for model_name in cfg.linkpred.models:
             outcome = train_and_evaluate(data, x, model_name, settings, seed, evaluation, log=log.info,
                                          x_source=x_source, pair_score=pair_scores[key])
-            log.info("%s/%s seed %d: test mrr heart %.4f uniform %.4f (best epoch %d)", method, model_name, seed,
-                     outcome.metrics["heart"]["mrr"], outcome.metrics["uniform"]["mrr"], outcome.best_epoch)
+            log.info("%s/%s seed %d: test mrr heart %.4f uniform %.4f (best epoch %d of %d)", method, model_name,
+                     seed, outcome.metrics["heart"]["mrr"], outcome.metrics["uniform"]["mrr"], outcome.best_epoch,
+                     outcome.epochs_trained)
             if outcome.pair_weight is not None:
                 log.info("pair score weight %.3f", outcome.pair_weight)
             rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind, settings.train_negatives,
                                   settings.pair_score)
-            validation = LinkPredOutcome(outcome.val_metrics, outcome.best_epoch, outcome.best_val_mrr)
+            # Protocol "training": when the epoch was chosen and how long training ran (convergence audit).
+            training = {"best_epoch": float(outcome.best_epoch), "epochs_trained": float(outcome.epochs_trained),
+                        "budget_bound": float(outcome.budget_bound), "n": 1}
+            validation = LinkPredOutcome({**outcome.val_metrics, "training": training}, outcome.best_epoch,
+                                         outcome.best_val_mrr)
             val_rows += linkpred_rows(validation, method, model_name, seed, settings.target_kind,
                                       settings.train_negatives, settings.pair_score)
     append_rows(out_dir / "results.json", domain, rows)

@@ -302,8 +302,9 @@ class LinkPredConfig:
     dropout: float = 0.0
     lr: float = 0.01
     weight_decay: float = 0.0
-    epochs: int = 100
+    epochs: int = 1000
     eval_every: int = 5
+    patience: Optional[int] = 20
     num_negatives: int = 100
     hits_ks: list[int] = field(default_factory=lambda: [10, 50, 100])
     hits_negatives: int = 10_000

@@ -18,13 +18,16 @@ Evaluation, three protocols (``metrics[protocol]``):
   (:func:`~rcml_graph.downstream.heart.uniform_negatives`, the ``ogbl-citation2`` protocol);
 * ``random``: OGB Hits@K against one shared set of random non-links.
 
-The epoch with the best validation MRR of ``selection`` (``uniform`` by default) is kept.
+The epoch with the best validation MRR of ``selection`` (``uniform`` by default) is kept;
+training stops after ``patience`` validations without a better one, or at ``epochs`` (with a
+warning when the best validation was the last: the budget, not convergence, ended training).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +53,8 @@ __all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "TRAIN_NEGATIVES", "
            "LinkPredSettings", "build_evaluation_set", "build_training_negatives", "linkpred_rows", "resolve_mode",
            "train_and_evaluate"]
 
+logger = logging.getLogger(__name__)
+
 LINKPRED_TASK = "linkpred"
 #: Accepted ``mode`` values: ``auto`` is mini-batch above ``max_full_batch_nodes``.
 LINKPRED_MODES: tuple[str, ...] = ("auto", "full", "minibatch")
@@ -70,8 +75,12 @@ class LinkPredSettings:
     dropout: float = 0.0
     lr: float = 0.01
     weight_decay: float = 0.0
-    epochs: int = 100
+    #: The most epochs; training stops earlier after ``patience`` validations without a better MRR.
+    epochs: int = 1000
     eval_every: int = 5
+    #: Validations (every ``eval_every`` epochs) without a better selection MRR before stopping;
+    #: None trains every epoch.
+    patience: int | None = 20
     num_negatives: int = 100
     hits_ks: tuple[int, ...] = (10, 50, 100)
     hits_negatives: int = 10_000
@@ -101,6 +110,9 @@ class LinkPredSettings:
         for name in ("epochs", "eval_every", "num_negatives", "hits_negatives", "hidden_channels", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be a positive number of validations or None (train every epoch); "
+                             f"got {self.patience}")
         for name, accepted in (("feature_norm", FEATURE_NORMS), ("selection", SELECTIONS),
                                ("mode", LINKPRED_MODES), ("relation_aggr", RELATION_AGGRS),
                                ("train_negatives", TRAIN_NEGATIVES), ("pair_score", PAIR_SCORES)):
@@ -264,6 +276,15 @@ class LinkPredOutcome:
     pair_weight: float | None = None
     #: Validation ``heart``/``uniform`` metrics at the best epoch (to choose between configurations).
     val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Epochs actually trained (fewer than ``settings.epochs`` when patience stopped training).
+    epochs_trained: int = 0
+    #: True when ``patience`` validations without improvement ended training.
+    stopped_early: bool = False
+
+    @property
+    def budget_bound(self) -> bool:
+        """The best validation came at the last epoch of the full budget: more epochs might help."""
+        return not self.stopped_early and self.best_epoch == self.epochs_trained
 
 
 def train_and_evaluate(
@@ -344,6 +365,7 @@ def train_and_evaluate(
     generator = torch.Generator().manual_seed(seed)
     best_state, best_mrr, best_epoch, best_val = copy.deepcopy(model.state_dict()), float("-inf"), 0, {}
     history = []
+    stale, stopped_early, epoch = 0, False, 0
     # The validation pairs are fixed: their pair score is computed once, not at every validation.
     val_scores = None if pair_score is None else evaluation_pair_scores(pair_score, evaluation["val"], with_shared=False)
     for epoch in range(1, settings.epochs + 1):
@@ -366,6 +388,18 @@ def train_and_evaluate(
                 log(f"epoch {epoch}: loss {loss:.4f} val {settings.selection} mrr {val_mrr:.4f}")
             if val_mrr > best_mrr:
                 best_state, best_mrr, best_epoch, best_val = copy.deepcopy(model.state_dict()), val_mrr, epoch, val_metrics
+                stale = 0
+            else:
+                stale += 1
+                if settings.patience is not None and stale >= settings.patience:
+                    stopped_early = True
+                    break
+    epochs_trained = epoch
+    if log is not None:
+        log(f"stopped at epoch {epoch} ({'patience' if stopped_early else 'budget'}), best epoch {best_epoch}")
+    if not stopped_early and best_epoch == epochs_trained:
+        logger.warning("link predictor %s, seed %d: the best validation MRR came at the last of %d epochs; the "
+                       "budget, not convergence, ended training (raise linkpred.epochs)", model_name, seed, epoch)
     model.load_state_dict(best_state)
     h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
     test_scores = None if pair_score is None else evaluation_pair_scores(pair_score, evaluation["test"])
@@ -374,7 +408,7 @@ def train_and_evaluate(
                "uniform": link_mrr(scores["pos"], scores["uniform"]),
                "random": link_hits(scores["pos"], scores["shared"], settings.hits_ks)}
     pair_weight = None if model.pair_weight is None else float(model.pair_weight.detach())
-    return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight, best_val)
+    return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight, best_val, epochs_trained, stopped_early)
 
 
 def _pair_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:

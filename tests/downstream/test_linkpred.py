@@ -323,6 +323,38 @@ def test_same_seed_same_metrics_and_python_random_untouched(one_thread) -> None:
     assert first.metrics == second.metrics and first.history == second.history
 
 
+
+def test_patience_stops_training_and_keeps_the_best_epoch(one_thread) -> None:
+    data, informative = _clustered_graph(num_clusters=8, size=8)
+    common = dict(eval_every=1, num_negatives=10, hits_negatives=100, hidden_channels=8)
+    stopped = train_and_evaluate(data, informative, "mlp", LinkPredSettings(epochs=400, patience=3, **common), seed=0)
+    assert stopped.stopped_early and not stopped.budget_bound
+    # Exactly ``patience`` validations after the best one, none better than it.
+    assert stopped.epochs_trained == stopped.best_epoch + 3 < 400
+    assert len(stopped.history) == stopped.epochs_trained
+    assert all(mrr <= stopped.best_val_mrr for _, _, mrr in stopped.history)
+    # Without patience the same run trains every epoch, and its first epochs are the same ones.
+    full = train_and_evaluate(data, informative, "mlp",
+                              LinkPredSettings(epochs=stopped.epochs_trained, patience=None, **common), seed=0)
+    assert full.history == stopped.history and full.metrics == stopped.metrics
+    assert not full.stopped_early and full.epochs_trained == stopped.epochs_trained
+
+
+def test_a_budget_that_ends_at_the_best_epoch_is_flagged(one_thread, caplog) -> None:
+    data, informative = _clustered_graph(num_clusters=8, size=8)
+    settings = LinkPredSettings(epochs=2, eval_every=2, num_negatives=10, hits_negatives=100, hidden_channels=8)
+    with caplog.at_level("WARNING", logger="rcml_graph.downstream.trainer"):
+        outcome = train_and_evaluate(data, informative, "mlp", settings, seed=0)
+    assert outcome.budget_bound and outcome.best_epoch == outcome.epochs_trained == 2
+    assert "the budget, not convergence, ended training" in caplog.text
+
+
+@pytest.mark.parametrize("patience", [0, -2])
+def test_patience_must_be_positive(patience: int) -> None:
+    with pytest.raises(ValueError, match=f"patience must be a positive number.*got {patience}"):
+        LinkPredSettings(patience=patience)
+
+
 # --- training negatives: HeaRT-style hard negatives drawn on the training graph only --------
 
 def _training_only(data: HeteroData) -> HeteroData:
