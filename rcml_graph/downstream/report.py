@@ -1,0 +1,195 @@
+"""Link-prediction grid reports: per-configuration tables, the configuration chosen on validation,
+paired per-seed differences against a reference source, and a convergence audit.
+
+Reads what :mod:`rcml_graph.linkpred` writes to ``<results_dir>/<domain>/``: ``results.json``
+(test rows) and ``validation.json`` (validation rows at the chosen epoch, plus protocol
+``training`` rows). A *configuration* is ``(features, model, train_negatives, pair_score)``; the
+rule applied to the paired differences is the one fixed in ``docs/linkpred.md`` since session 7:
+positive on every seed, with a mean above twice the sample standard deviation.
+
+    python scripts/linkpred_table.py results/linkpred_s9/magazines --relation also_bought
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rcml_graph.eval.results import ResultRow, load_results
+
+__all__ = ["Config", "PairedDifference", "budget_bound_runs", "choose_configurations", "linkpred_report",
+           "metric_table", "paired_difference"]
+
+#: ``(features, model, train_negatives, pair_score)``.
+Config = tuple[str, str, str, str]
+#: ``{configuration: {seed: value}}``.
+Table = dict[Config, dict[int, float]]
+
+
+def _config(row: ResultRow) -> Config:
+    # Rows with the defaults (uniform negatives, no pair score) carry neither key (linkpred_rows).
+    return (row.method, str(row.get("model")), str(row.get("train_negatives") or "uniform"),
+            str(row.get("pair_score") or "none"))
+
+
+def _relation_matches(row: ResultRow, relation: str | None) -> bool:
+    return relation is None or row.get("relation") == relation
+
+
+def metric_table(rows: Iterable[ResultRow], protocol: str, metric: str = "mrr",
+                 relation: str | None = None) -> Table:
+    """``{configuration: {seed: value}}`` of one protocol's metric (``relation``: the target kind)."""
+    table: Table = {}
+    relations = set()
+    for row in rows:
+        if row.task == "linkpred" and row.get("protocol") == protocol and row.metric == metric \
+                and _relation_matches(row, relation):
+            table.setdefault(_config(row), {})[row.seed] = row.value
+            relations.add(row.get("relation"))
+    if len(relations) > 1:
+        raise ValueError(f"the rows hold several target kinds {sorted(relations, key=str)}; pass one relation")
+    return table
+
+
+def _mean(values: dict[int, float]) -> float:
+    return statistics.fmean(values.values())
+
+
+def choose_configurations(validation: Table, sources: Sequence[str] | None = None) -> dict[str, Config]:
+    """Per feature source, the configuration with the highest mean validation value over its seeds.
+
+    Only configurations measured on the largest seed set seen for the source compete (a
+    configuration run on fewer seeds is not chosen on a luckier subset). Ties go to the first
+    configuration in sorted order, so the choice does not depend on the row order.
+    """
+    by_source: dict[str, list[Config]] = {}
+    for config in sorted(validation):
+        by_source.setdefault(config[0], []).append(config)
+    chosen = {}
+    for source in sources if sources is not None else sorted(by_source):
+        configs = by_source.get(source)
+        if not configs:
+            raise ValueError(f"no validation rows for features {source!r}; present: {sorted(by_source)}")
+        most = max(len(validation[c]) for c in configs)
+        complete = [c for c in configs if len(validation[c]) == most]
+        chosen[source] = max(complete, key=lambda c: _mean(validation[c]))
+    return chosen
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``a - b`` per shared seed, with the rule's verdict."""
+
+    per_seed: dict[int, float]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.per_seed.values())
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (nan with fewer than two seeds)."""
+        return statistics.stdev(self.per_seed.values()) if len(self.per_seed) > 1 else float("nan")
+
+    @property
+    def meets(self) -> bool:
+        """Positive on every seed and a mean above twice the sample std (needs two seeds or more)."""
+        values = list(self.per_seed.values())
+        return len(values) > 1 and all(v > 0 for v in values) and self.mean > 2 * self.std
+
+    def text(self) -> str:
+        seeds = ", ".join(f"{v:+.3f}" for _, v in sorted(self.per_seed.items()))
+        return f"{self.mean:+.3f} ± {self.std:.3f} ({seeds})"
+
+
+def paired_difference(table: Table, a: Config, b: Config) -> PairedDifference:
+    """``table[a] - table[b]`` on the seeds both have (an error when they share none)."""
+    shared = sorted(set(table.get(a, {})) & set(table.get(b, {})))
+    if not shared:
+        raise ValueError(f"{a} and {b} share no seed: {sorted(table.get(a, {}))} vs {sorted(table.get(b, {}))}")
+    return PairedDifference({s: table[a][s] - table[b][s] for s in shared})
+
+
+def budget_bound_runs(validation_rows: Iterable[ResultRow], relation: str | None = None) -> dict[Config, list[int]]:
+    """``{configuration: [seeds]}`` of runs whose best validation epoch was the last of the budget."""
+    bound: dict[Config, list[int]] = {}
+    for row in validation_rows:
+        if row.get("protocol") == "training" and row.metric == "budget_bound" and row.value \
+                and _relation_matches(row, relation):
+            bound.setdefault(_config(row), []).append(row.seed)
+    return {config: sorted(seeds) for config, seeds in sorted(bound.items())}
+
+
+def _cell(values: dict[int, float] | None) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{_mean(values):.3f} (1)"
+    return f"{_mean(values):.3f} ± {statistics.stdev(values.values()):.3f}"
+
+
+def _grid(table: Table, title: str) -> list[str]:
+    columns = sorted({(c[2], c[3]) for c in table})
+    rows = sorted({(c[0], c[1]) for c in table})
+    lines = [f"### {title}", "", "| features | model | " + " | ".join(f"{n}, {p}" for n, p in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for features, model in rows:
+        cells = [_cell(table.get((features, model, n, p))) for n, p in columns]
+        lines.append(f"| {features} | {model} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def linkpred_report(directory: str | Path, reference: str = "rcml", relation: str | None = None,
+                    selection: str = "heart", metric: str = "mrr") -> str:
+    """Markdown report of a link-prediction grid in ``directory`` (``results.json`` and ``validation.json``).
+
+    Args:
+        directory: ``<linkpred.results_dir>/<domain>``.
+        reference: The feature source compared with every other (``rcml``).
+        relation: Only rows of this target kind (None: all; give it when a folder holds several).
+        selection: Validation protocol that chooses each source's configuration (``heart``).
+        metric: The metric of the tables and of the choice (``mrr``).
+    """
+    directory = Path(directory)
+    test_rows = load_results(directory / "results.json").rows
+    val_rows = load_results(directory / "validation.json").rows
+    tests = {p: metric_table(test_rows, p, metric, relation) for p in ("heart", "uniform")}
+    validation = metric_table(val_rows, selection, metric, relation)
+    if not validation:
+        raise ValueError(f"no validation rows with protocol {selection!r} and metric {metric!r} in {directory}"
+                         + (f" for relation {relation!r}" if relation else ""))
+    chosen = choose_configurations(validation)
+    if reference not in chosen:
+        raise ValueError(f"no rows for the reference features {reference!r}; present: {sorted(chosen)}")
+    lines = [f"# Link prediction grid: {directory}" + (f" ({relation})" if relation else ""), ""]
+    lines += _grid(tests["heart"], f"test HeaRT {metric} (mean ± sample std over seeds)")
+    lines += _grid(tests["uniform"], f"test uniform {metric}")
+    lines += _grid(validation, f"validation {selection} {metric} at the chosen epoch")
+    lines += [f"### chosen configuration per source (highest mean validation {selection} {metric})", "",
+              f"| features | model, negatives, pair score | validation {selection} | test HeaRT | test uniform |",
+              "|---|---|---|---|---|"]
+    for source, config in chosen.items():
+        lines.append(f"| {source} | {', '.join(config[1:])} | {_cell(validation[config])} | "
+                     f"{_cell(tests['heart'].get(config))} | {_cell(tests['uniform'].get(config))} |")
+    lines += ["", f"### paired per seed, test HeaRT {metric}, {reference} (chosen) minus each source (chosen)", "",
+              "| | mean ± std (per seed) | every seed > 0 and mean > 2 std | uniform difference |", "|---|---|---|---|"]
+    for source, config in chosen.items():
+        if source == reference:
+            continue
+        heart = paired_difference(tests["heart"], chosen[reference], config)
+        uniform = paired_difference(tests["uniform"], chosen[reference], config)
+        lines.append(f"| {reference} - {source} | {heart.text()} | {'MEETS' if heart.meets else 'no'} | "
+                     f"{uniform.text()} |")
+    bound = budget_bound_runs(val_rows, relation)
+    audited = any(r.get("protocol") == "training" for r in val_rows)
+    lines += ["", "### convergence", ""]
+    if not audited:
+        lines.append("No `training` rows (runs before `linkpred.patience` existed): not audited.")
+    elif not bound:
+        lines.append("No run ended at its best epoch: every run converged within `linkpred.epochs`.")
+    else:
+        lines.append("Runs whose best validation was their last epoch (the budget ended them): "
+                     + "; ".join(f"{', '.join(c)} seeds {s}" for c, s in bound.items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,30 @@
+"""Report a link-prediction grid: tables per configuration, the configuration chosen on validation
+per feature source, paired per-seed differences against a reference source, and runs the epoch
+budget cut short.
+
+    python scripts/linkpred_table.py results/linkpred_s9/magazines --relation also_bought
+    python scripts/linkpred_table.py results/linkpred/demo --relation also_viewed > grid.md
+
+The folder is ``<linkpred.results_dir>/<domain>`` (``results.json`` and ``validation.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rcml_graph.downstream.report import linkpred_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", help="<linkpred.results_dir>/<domain>")
+    parser.add_argument("--reference", default="rcml", help="features compared with every other (default: rcml)")
+    parser.add_argument("--relation", default=None, help="target kind of the rows (default: every row)")
+    parser.add_argument("--selection", default="heart", choices=("heart", "uniform"),
+                        help="validation protocol that chooses each source's configuration (default: heart)")
+    args = parser.parse_args()
+    print(linkpred_report(args.directory, args.reference, args.relation, args.selection), end="")
+
+
+if __name__ == "__main__":
+    main()

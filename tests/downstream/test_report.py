@@ -1,0 +1,120 @@
+"""The link-prediction grid report: choice on validation, paired differences, convergence audit."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rcml_graph.downstream.report import (
+    PairedDifference,
+    budget_bound_runs,
+    choose_configurations,
+    linkpred_report,
+    metric_table,
+    paired_difference,
+)
+from rcml_graph.eval.results import ResultRow, append_rows
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _row(method, model, seed, value, protocol="heart", metric="mrr", negatives="uniform", pair_score="none",
+         relation="also_bought"):
+    extra = {"model": model, "protocol": protocol, "relation": relation}
+    if negatives != "uniform":
+        extra["train_negatives"] = negatives
+    if pair_score != "none":
+        extra["pair_score"] = pair_score
+    return ResultRow(task="linkpred", method=method, seed=seed, mode=None, metric=metric, value=value, n=10,
+                     extra=extra)
+
+
+def test_metric_table_keys_default_options_like_linkpred_rows() -> None:
+    rows = [_row("clip", "sage", 0, 0.3), _row("clip", "sage", 0, 0.4, negatives="heart", pair_score="cosine"),
+            _row("clip", "sage", 0, 0.9, protocol="uniform"), _row("clip", "sage", 0, 0.1, metric="hits@1"),
+            _row("clip", "sage", 0, 0.7, relation="also_viewed")]
+    table = metric_table(rows, "heart", relation="also_bought")
+    assert table == {("clip", "sage", "uniform", "none"): {0: 0.3}, ("clip", "sage", "heart", "cosine"): {0: 0.4}}
+    # Two target kinds in one folder would overwrite each other under one key: refused.
+    with pytest.raises(ValueError, match=r"several target kinds \['also_bought', 'also_viewed'\]"):
+        metric_table(rows, "heart")
+    assert metric_table(rows[:2], "heart") == table
+
+
+def test_choice_is_the_best_mean_over_complete_seed_sets() -> None:
+    table = {("a", "sage", "heart", "none"): {0: 0.30, 1: 0.34},    # mean 0.32
+             ("a", "mlp", "heart", "none"): {0: 0.31, 1: 0.35},     # mean 0.33: chosen
+             ("a", "mlp", "uniform", "none"): {0: 0.90},            # one seed only: not eligible
+             ("b", "sage", "heart", "none"): {0: 0.2, 1: 0.2}}
+    chosen = choose_configurations(table)
+    assert chosen == {"a": ("a", "mlp", "heart", "none"), "b": ("b", "sage", "heart", "none")}
+    with pytest.raises(ValueError, match="no validation rows for features 'c'"):
+        choose_configurations(table, ["c"])
+
+
+def test_paired_difference_and_the_rule() -> None:
+    table = {("r",) * 4: {0: 0.40, 1: 0.42, 2: 0.41}, ("b",) * 4: {0: 0.30, 1: 0.35, 2: 0.33, 3: 0.1}}
+    diff = paired_difference(table, ("r",) * 4, ("b",) * 4)
+    assert diff.per_seed == pytest.approx({0: 0.10, 1: 0.07, 2: 0.08})  # seed 3 unpaired: left out
+    assert diff.mean == pytest.approx(0.25 / 3) and diff.std == pytest.approx(0.0152753, abs=1e-6)
+    assert diff.meets  # every seed positive, 0.083 > 2 x 0.015
+    # Positive on every seed but too spread (session 8's backbone margin: 1.6 std).
+    assert not PairedDifference({0: 0.088, 1: 0.075, 2: 0.019}).meets
+    assert not PairedDifference({0: 0.2, 1: 0.2, 2: -0.001}).meets  # one seed negative
+    single = PairedDifference({0: 0.5})
+    assert not single.meets and math.isnan(single.std)
+    with pytest.raises(ValueError, match="share no seed"):
+        paired_difference({("x",) * 4: {0: 1.0}, ("y",) * 4: {1: 1.0}}, ("x",) * 4, ("y",) * 4)
+
+
+def test_budget_bound_runs_read_the_training_rows() -> None:
+    rows = [_row("a", "sage", 0, 1.0, protocol="training", metric="budget_bound"),
+            _row("a", "sage", 1, 0.0, protocol="training", metric="budget_bound"),
+            _row("a", "sage", 2, 1.0, protocol="training", metric="budget_bound"),
+            _row("a", "sage", 2, 100.0, protocol="training", metric="best_epoch")]
+    assert budget_bound_runs(rows) == {("a", "sage", "uniform", "none"): [0, 2]}
+
+
+def _grid(directory: Path, with_training: bool = True) -> None:
+    test, val = [], []
+    values = {"rcml": (0.40, 0.42, 0.41), "clip": (0.30, 0.31, 0.30), "backbone": (0.38, 0.30, 0.40)}
+    for method, per_seed in values.items():
+        for seed, value in enumerate(per_seed):
+            for model, shift in (("sage", 0.0), ("mlp", -0.05)):
+                test += [_row(method, model, seed, value + shift), _row(method, model, seed, value + shift + 0.2,
+                                                                        protocol="uniform")]
+                val.append(_row(method, model, seed, value + shift))
+                if with_training:
+                    val.append(_row(method, model, seed, float(method == "backbone" and model == "sage"),
+                                    protocol="training", metric="budget_bound"))
+    append_rows(directory / "results.json", "demo", test)
+    append_rows(directory / "validation.json", "demo", val)
+
+
+def test_report_chooses_compares_and_audits(tmp_path: Path) -> None:
+    _grid(tmp_path)
+    report = linkpred_report(tmp_path, relation="also_bought")
+    assert "| rcml | sage, uniform, none | 0.410 ± 0.010 | 0.410 ± 0.010 | 0.610 ± 0.010 |" in report
+    assert "| rcml - clip | +0.107 ± 0.006 (+0.100, +0.110, +0.110) | MEETS |" in report
+    assert "| rcml - backbone | +0.050 ± 0.061 (+0.020, +0.120, +0.010) | no |" in report
+    assert "backbone, sage, uniform, none seeds [0, 1, 2]" in report
+    with pytest.raises(ValueError, match="reference features 'unconditioned'"):
+        linkpred_report(tmp_path, reference="unconditioned")
+    with pytest.raises(ValueError, match="for relation 'also_viewed'"):
+        linkpred_report(tmp_path, relation="also_viewed")
+
+
+def test_report_says_when_runs_are_not_audited(tmp_path: Path) -> None:
+    _grid(tmp_path, with_training=False)
+    assert "not audited" in linkpred_report(tmp_path)
+
+
+def test_script_prints_the_report(tmp_path: Path) -> None:
+    _grid(tmp_path)
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "linkpred_table.py"), str(tmp_path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == linkpred_report(tmp_path)
