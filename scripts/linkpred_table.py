@@ -3,7 +3,7 @@ per feature source, paired per-seed differences against a reference source, and 
 budget cut short.
 
     python scripts/linkpred_table.py results/linkpred_s9/magazines --relation also_bought
-    python scripts/linkpred_table.py results/linkpred/demo --relation also_viewed > grid.md
+    python scripts/linkpred_table.py results/linkpred/demo --relation also_viewed --plot chosen.png > grid.md
 
 The folder is ``<linkpred.results_dir>/<domain>`` (``results.json`` and ``validation.json``).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from rcml_graph.downstream.report import linkpred_report
+from rcml_graph.downstream.report import linkpred_report, plot_chosen
 
 
 def main() -> None:
@@ -22,8 +22,11 @@ def main() -> None:
     parser.add_argument("--relation", default=None, help="target kind of the rows (default: every row)")
     parser.add_argument("--selection", default="heart", choices=("heart", "uniform"),
                         help="validation protocol that chooses each source's configuration (default: heart)")
+    parser.add_argument("--plot", default=None, help="also write a PNG of each source's chosen configuration")
     args = parser.parse_args()
     print(linkpred_report(args.directory, args.reference, args.relation, args.selection), end="")
+    if args.plot:
+        plot_chosen(args.directory, args.plot, args.relation, args.selection)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rcml_graph.eval.results import ResultRow, load_results
+from rcml_graph.io_utils import atomic_path
 
 __all__ = ["Config", "PairedDifference", "budget_bound_runs", "choose_configurations", "linkpred_report",
-           "metric_table", "paired_difference"]
+           "metric_table", "paired_difference", "plot_chosen"]
 
 #: ``(features, model, train_negatives, pair_score)``.
 Config = tuple[str, str, str, str]
@@ -141,6 +142,47 @@ def _grid(table: Table, title: str) -> list[str]:
     return lines + [""]
 
 
+def _load(directory: Path, relation: str | None, selection: str, metric: str) -> tuple[dict[str, Table], Table, list]:
+    test_rows = load_results(directory / "results.json").rows
+    val_rows = load_results(directory / "validation.json").rows
+    tests = {p: metric_table(test_rows, p, metric, relation) for p in ("heart", "uniform")}
+    validation = metric_table(val_rows, selection, metric, relation)
+    if not validation:
+        raise ValueError(f"no validation rows with protocol {selection!r} and metric {metric!r} in {directory}"
+                         + (f" for relation {relation!r}" if relation else ""))
+    return tests, validation, val_rows
+
+
+def plot_chosen(directory: str | Path, path: str | Path, relation: str | None = None, selection: str = "heart",
+                metric: str = "mrr") -> dict[str, dict[int, float]]:
+    """Bars of each source's chosen configuration's test HeaRT ``metric`` (mean, sample-std error
+    bars, one dot per seed), written atomically as a PNG; returns the plotted ``{source: {seed: value}}``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tests, validation, _ = _load(Path(directory), relation, selection, metric)
+    chosen = choose_configurations(validation)
+    plotted = {source: tests["heart"].get(config, {}) for source, config in chosen.items()}
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(plotted)), 4.0))
+    for i, (source, values) in enumerate(plotted.items()):
+        if not values:
+            continue
+        spread = statistics.stdev(values.values()) if len(values) > 1 else 0.0
+        ax.bar(i, _mean(values), 0.6, yerr=spread, capsize=4, color="#9ecae1" if source != "rcml" else "#3182bd")
+        ax.scatter([i] * len(values), list(values.values()), color="black", s=12, zorder=3)
+    ax.set_xticks(range(len(plotted)))
+    ax.set_xticklabels([f"{s}\n{', '.join(chosen[s][1:])}" for s in plotted], fontsize=7)
+    ax.set_ylabel(f"test HeaRT {metric}")
+    ax.set_title(f"Link prediction{f' ({relation})' if relation else ''}: configuration chosen on validation {selection}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return plotted
+
+
 def linkpred_report(directory: str | Path, reference: str = "rcml", relation: str | None = None,
                     selection: str = "heart", metric: str = "mrr") -> str:
     """Markdown report of a link-prediction grid in ``directory`` (``results.json`` and ``validation.json``).
@@ -153,13 +195,7 @@ def linkpred_report(directory: str | Path, reference: str = "rcml", relation: st
         metric: The metric of the tables and of the choice (``mrr``).
     """
     directory = Path(directory)
-    test_rows = load_results(directory / "results.json").rows
-    val_rows = load_results(directory / "validation.json").rows
-    tests = {p: metric_table(test_rows, p, metric, relation) for p in ("heart", "uniform")}
-    validation = metric_table(val_rows, selection, metric, relation)
-    if not validation:
-        raise ValueError(f"no validation rows with protocol {selection!r} and metric {metric!r} in {directory}"
-                         + (f" for relation {relation!r}" if relation else ""))
+    tests, validation, val_rows = _load(directory, relation, selection, metric)
     chosen = choose_configurations(validation)
     if reference not in chosen:
         raise ValueError(f"no rows for the reference features {reference!r}; present: {sorted(chosen)}")

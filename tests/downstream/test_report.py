@@ -16,6 +16,7 @@ from rcml_graph.downstream.report import (
     linkpred_report,
     metric_table,
     paired_difference,
+    plot_chosen,
 )
 from rcml_graph.eval.results import ResultRow, append_rows
 
@@ -113,8 +114,18 @@ def test_report_says_when_runs_are_not_audited(tmp_path: Path) -> None:
     assert "not audited" in linkpred_report(tmp_path)
 
 
-def test_script_prints_the_report(tmp_path: Path) -> None:
+def test_script_prints_the_report_and_plots(tmp_path: Path) -> None:
     _grid(tmp_path)
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "linkpred_table.py"), str(tmp_path)],
+    png = tmp_path / "plots" / "chosen.png"
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "linkpred_table.py"), str(tmp_path), "--plot", str(png)],
                          capture_output=True, text=True, check=True).stdout
     assert out == linkpred_report(tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in png.parent.iterdir() if p.name != "chosen.png"]  # no temporary file left
+
+
+def test_plot_draws_each_sources_chosen_configuration(tmp_path: Path) -> None:
+    _grid(tmp_path)
+    plotted = plot_chosen(tmp_path, tmp_path / "chosen.png")
+    assert plotted["rcml"] == pytest.approx({0: 0.40, 1: 0.42, 2: 0.41})       # sage beats mlp on validation
+    assert plotted["backbone"] == pytest.approx({0: 0.38, 1: 0.30, 2: 0.40})
