@@ -142,7 +142,7 @@ def evaluate(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, fl
     if cfg.eval.zero_shot:
         backbone = build_backbone(
             cfg.model.name, pretrained=cfg.model.pretrained, checkpoint=cfg.model.checkpoint,
-            embed_dim=cfg.model.embed_dim, device=device,
+            embed_dim=cfg.model.embed_dim, device=device, quick_gelu=cfg.model.get("quick_gelu"),
         )
         product_ids = getattr(data[PRODUCT], "product_id", None) or getattr(data[PRODUCT], "asin", None)
         manifest = Path(cfg.domain.image_dir) / "manifest.json"

@@ -53,15 +53,19 @@ def features_options(cfg: DictConfig) -> FeaturesOptions:
 
 
 def model_key(cfg: DictConfig, seed: int) -> dict[str, Any]:
-    """What identifies the backbone's weights: preset, weights source, embed dim, init seed."""
+    """What identifies the backbone's weights: preset, weights source, embed dim, init seed (and
+    ``quick_gelu`` when set: left out otherwise, so caches built before the option stay valid)."""
     model = cfg.model
-    return {
+    key = {
         "name": model.name,
         "pretrained": model.get("pretrained"),
         "checkpoint": model.get("checkpoint"),
         "embed_dim": model.get("embed_dim"),
         "seed": seed,
     }
+    if model.get("quick_gelu") is not None:
+        key["quick_gelu"] = bool(model.quick_gelu)
+    return key
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -93,6 +97,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoint=key["checkpoint"],
         embed_dim=key["embed_dim"],
         device=device,
+        quick_gelu=key.get("quick_gelu"),
     )
     cache_dir = Path(options.cache_dir) if options.cache_dir else cache_dir_for(
         cfg.paths.data_root, cfg.domain.name, cfg.model.name

@@ -95,6 +95,7 @@ def _backbone_features(cfg: DictConfig, data: HeteroData) -> Tensor:
 
     torch.manual_seed(cfg.model.init_seed)
     backbone = build_backbone(cfg.model.name, pretrained=cfg.model.pretrained, checkpoint=cfg.model.checkpoint,
+                              quick_gelu=cfg.model.get("quick_gelu"),
                               embed_dim=cfg.model.embed_dim, device=cfg.linkpred.device)
     product_ids = getattr(data[PRODUCT], "product_id", None) or getattr(data[PRODUCT], "asin", None)
     manifest = Path(cfg.domain.image_dir) / "manifest.json"

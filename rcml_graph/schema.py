@@ -138,6 +138,10 @@ class ModelConfig:
     pretrained: Optional[str] = None
     checkpoint: Optional[str] = None
     embed_dim: Optional[int] = None
+    #: ``clip_b32`` only: build with QuickGELU. None: from the ``pretrained`` tag (``openai``
+    #: sets it); required with ``checkpoint`` (a weights file does not record its activation:
+    #: true for OpenAI-trained weights, false for LAION/DataComp ones).
+    quick_gelu: Optional[bool] = None
     #: Backbone init seed used when the feature cache was built (``features.seed``).
     init_seed: int = 0
     #: ``rcml``, ``clip``, ``unconditioned``, ``no_inter_modal``, ``no_intra``, ``relation_ids``.

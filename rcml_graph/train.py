@@ -126,7 +126,8 @@ def open_finetune_source(cfg: DictConfig, data: Any, device: torch.device
         log.warning("no image manifest in %s: every product is text-only", cfg.domain.image_dir)
     options = {"trainable_last_blocks": int(cfg.train.trainable_last_blocks),
                "pretrained": cfg.model.get("pretrained"), "checkpoint": cfg.model.get("checkpoint"),
-               "embed_dim": cfg.model.get("embed_dim"), "seed": int(cfg.model.init_seed)}
+               "embed_dim": cfg.model.get("embed_dim"), "seed": int(cfg.model.init_seed),
+               "quick_gelu": cfg.model.get("quick_gelu")}
     source = build_finetune_source(list(data["product"].text), list(data.relation_text), image_paths,
                                    cfg.model.name, preload_images=cfg.train.preload_features,
                                    device=device, **options)
@@ -216,7 +217,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "processed_dir": str(cfg.domain.processed_dir),
         "backbone": {"name": cfg.model.name, "pretrained": cfg.model.get("pretrained"),
                      "checkpoint": cfg.model.get("checkpoint"), "embed_dim": cfg.model.get("embed_dim"),
-                     "seed": backbone_seed},
+                     "seed": backbone_seed, "quick_gelu": cfg.model.get("quick_gelu")},
         "cfg": OmegaConf.to_container(cfg, resolve=True),
     }
     options = FitOptions(

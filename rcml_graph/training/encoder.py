@@ -140,7 +140,8 @@ class ConditionedEncoder:
                 torch.manual_seed(int(spec.get("seed") or 0))
                 self._backbone = build_backbone(spec["name"], pretrained=spec.get("pretrained"),
                                                 checkpoint=spec.get("checkpoint"),
-                                                embed_dim=spec.get("embed_dim"), device=self.device)
+                                                embed_dim=spec.get("embed_dim"), device=self.device,
+                                                quick_gelu=spec.get("quick_gelu"))
             self._backbone.eval()
         return self._backbone
 

@@ -349,6 +349,7 @@ def build_finetune_source(
     seed: int = 0,
     preload_images: bool = True,
     device: str | torch.device = "cpu",
+    quick_gelu: bool | None = None,
 ) -> BackboneFeatures:
     """Build the backbone ``backbone_name`` as the feature cache does (weights drawn right after
     ``torch.manual_seed(seed)``, without disturbing the caller's RNG), freeze all but its last
@@ -361,7 +362,7 @@ def build_finetune_source(
             (:func:`rcml_graph.feature_cache.product_image_paths`).
         backbone_name: a preset of :func:`rcml_graph.backbones.build_backbone`.
         trainable_last_blocks: blocks per tower left trainable.
-        pretrained, checkpoint, embed_dim: the preset's weight options.
+        pretrained, checkpoint, embed_dim, quick_gelu: the preset's weight options.
         seed: the backbone's init seed (``model.init_seed``; the cache's ``features.seed``).
         preload_images: decode every image once into memory (see :class:`ProductImages`).
         device: where the backbone runs.
@@ -372,7 +373,7 @@ def build_finetune_source(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone = build_backbone(backbone_name, pretrained=pretrained, checkpoint=checkpoint,
-                                  embed_dim=embed_dim, device=device)
+                                  embed_dim=embed_dim, device=device, quick_gelu=quick_gelu)
     images = ProductImages(backbone.image_size, image_paths, preload=preload_images)
     if images.num_unreadable:
         log.warning("%d product images could not be decoded; those products are text-only",
@@ -399,7 +400,7 @@ def load_finetune_source(spec: dict[str, Any], modules_state: dict[str, Tensor],
         list(data["product"].text), list(data.relation_text), image_paths, spec["name"],
         trainable_last_blocks=int(spec["trainable_last_blocks"]), pretrained=spec.get("pretrained"),
         checkpoint=spec.get("checkpoint"), embed_dim=spec.get("embed_dim"), seed=int(spec.get("seed") or 0),
-        preload_images=preload_images, device=device)
+        preload_images=preload_images, device=device, quick_gelu=spec.get("quick_gelu"))
     prefix = "backbone."
     weights = {k[len(prefix):]: v for k, v in modules_state.items() if k.startswith(prefix)}
     if not weights:
@@ -411,8 +412,9 @@ def load_finetune_source(spec: dict[str, Any], modules_state: dict[str, Tensor],
 
 def finetune_spec(backbone_name: str, processed_dir: str | Path, image_dir: str | Path, *,
                   trainable_last_blocks: int, pretrained: str | None = None,
-                  checkpoint: str | None = None, embed_dim: int | None = None, seed: int = 0) -> dict[str, Any]:
+                  checkpoint: str | None = None, embed_dim: int | None = None, seed: int = 0,
+                  quick_gelu: bool | None = None) -> dict[str, Any]:
     """What :func:`load_finetune_source` needs, JSON-serialisable (stored in the run config)."""
     return {"name": backbone_name, "processed_dir": str(processed_dir), "image_dir": str(image_dir),
             "trainable_last_blocks": trainable_last_blocks, "pretrained": pretrained,
-            "checkpoint": checkpoint, "embed_dim": embed_dim, "seed": seed}
+            "checkpoint": checkpoint, "embed_dim": embed_dim, "seed": seed, "quick_gelu": quick_gelu}

@@ -23,7 +23,8 @@ def test_missing_tag_weights_error_names_tag_and_alternatives(offline_hub, tmp_p
     assert "pretrained='openai'" in message
     assert "no network" in message
     assert "model=offline" in message
-    assert "model=clip_b32 model.checkpoint=/path/to/open_clip_pytorch_model.bin" in message
+    assert "model=clip_b32 model.pretrained=null model.checkpoint=/path/to/open_clip_pytorch_model.bin" in message
+    assert "model.quick_gelu=true|false" in message
 
 
 def test_failed_download_becomes_clear_error(monkeypatch, tmp_path):
@@ -78,7 +79,42 @@ def test_clip_b32_random_init_shapes_and_checkpoint_roundtrip(offline_hub, tmp_p
 
     checkpoint = tmp_path / "open_clip_pytorch_model.bin"
     torch.save(backbone.model.state_dict(), checkpoint)
-    reloaded = build_backbone("clip_b32", checkpoint=str(checkpoint))
+    reloaded = build_backbone("clip_b32", checkpoint=str(checkpoint), quick_gelu=False)
     torch.testing.assert_close(
         reloaded.model.visual.conv1.weight, backbone.model.visual.conv1.weight, rtol=0, atol=0
     )
+    activations = {type(m).__name__ for m in reloaded.model.modules() if "GELU" in type(m).__name__}
+    assert activations == {"GELU"}
+    # The same file read as OpenAI-trained weights: every MLP in both towers uses QuickGELU.
+    quick = build_backbone("clip_b32", checkpoint=str(checkpoint), quick_gelu=True)
+    assert {type(m).__name__ for m in quick.model.modules() if "GELU" in type(m).__name__} == {"QuickGELU"}
+    torch.testing.assert_close(quick.model.visual.conv1.weight, backbone.model.visual.conv1.weight, rtol=0, atol=0)
+
+
+def test_checkpoint_file_needs_quick_gelu(tmp_path):
+    weights = tmp_path / "open_clip_pytorch_model.bin"
+    weights.write_bytes(b"")
+    # Refused before the file is read: the activation is not recorded in a weights file.
+    with pytest.raises(ValueError, match=r"needs quick_gelu.*accepted: model.quick_gelu=true .*model.quick_gelu=false"):
+        build_backbone("clip_b32", checkpoint=str(weights))
+
+
+def test_quick_gelu_is_refused_for_other_presets():
+    with pytest.raises(ValueError, match="quick_gelu=True apply only to clip_b32; backbone 'tiny'"):
+        build_backbone("tiny", quick_gelu=True)
+
+
+def test_quick_gelu_enters_the_feature_cache_key_only_when_set():
+    from hydra import compose, initialize_config_dir
+
+    from rcml_graph.cli import CONFIG_DIR, register_configs
+    from rcml_graph.features import model_key
+
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        default = compose(config_name="config")
+        local = compose(config_name="config", overrides=[
+            "model=clip_b32", "model.pretrained=null", "model.checkpoint=/weights/openai.bin", "model.quick_gelu=true"])
+    assert "quick_gelu" not in model_key(default, 0)  # caches built before the option keep their key
+    assert model_key(local, 0) == {"name": "clip_b32", "pretrained": None, "checkpoint": "/weights/openai.bin",
+                                   "embed_dim": None, "seed": 0, "quick_gelu": True}
