@@ -54,7 +54,9 @@ def features_options(cfg: DictConfig) -> FeaturesOptions:
 
 def model_key(cfg: DictConfig, seed: int) -> dict[str, Any]:
     """What identifies the backbone's weights: preset, weights source, embed dim, init seed (and
-    ``quick_gelu`` when set: left out otherwise, so caches built before the option stay valid)."""
+    ``quick_gelu`` when set: left out otherwise, so caches of a pretrained tag or random init
+    built before the option keep their key; a cache built from a weights file needs the option
+    now, which gives it a new key: it is rebuilt with the activation stated)."""
     model = cfg.model
     key = {
         "name": model.name,

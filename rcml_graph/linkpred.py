@@ -15,8 +15,8 @@ learned weight.
 Trains every ``linkpred.models`` (``sage``, ``mlp``) for every seed, appends long-form rows to
 ``<linkpred.results_dir>/<domain>/results.json`` and the run folder, and writes ``results.md``;
 the validation metrics at each model's chosen epoch go to ``validation.json`` beside them, with
-protocol ``training`` rows (``best_epoch``, ``epochs_trained``, ``budget_bound``: 1 when the
-best validation came at the last epoch of ``linkpred.epochs``, i.e. training did not converge).
+protocol ``training`` rows (``best_epoch``, ``epochs_trained``, ``stopped_early``, and
+``budget_bound``: 1 when ``linkpred.epochs`` rather than ``linkpred.patience`` ended training).
 """
 
 from __future__ import annotations
@@ -272,7 +272,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                   settings.pair_score)
             # Protocol "training": when the epoch was chosen and how long training ran (convergence audit).
             training = {"best_epoch": float(outcome.best_epoch), "epochs_trained": float(outcome.epochs_trained),
-                        "budget_bound": float(outcome.budget_bound), "n": 1}
+                        "stopped_early": float(outcome.stopped_early), "budget_bound": float(outcome.budget_bound),
+                        "n": 1}
             validation = LinkPredOutcome({**outcome.val_metrics, "training": training}, outcome.best_epoch,
                                          outcome.best_val_mrr)
             val_rows += linkpred_rows(validation, method, model_name, seed, settings.target_kind,

@@ -184,7 +184,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 f"with python -m rcml_graph.features domain={cfg.domain.name} model={cfg.model.name}")
         source = TensorFeatures.from_source(cache, device=device) if t.preload_features else cache
         description_table = cache.relation_features(device=device).global_emb  # (R, D)
-        dims, backbone_seed = cache, cache.manifest.get("model_key", {}).get("seed", cfg.model.init_seed)
+        built_key = cache.manifest.get("model_key", {})
+        dims, backbone_seed = cache, built_key.get("seed", cfg.model.init_seed)
 
     variant = get_variant(cfg.model.variant)
     pairs = resolve_pairs(variant, t.pairs)
@@ -217,7 +218,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "processed_dir": str(cfg.domain.processed_dir),
         "backbone": {"name": cfg.model.name, "pretrained": cfg.model.get("pretrained"),
                      "checkpoint": cfg.model.get("checkpoint"), "embed_dim": cfg.model.get("embed_dim"),
-                     "seed": backbone_seed, "quick_gelu": cfg.model.get("quick_gelu")},
+                     "seed": backbone_seed,
+                     # The activation the token cache was built with, when it recorded one.
+                     "quick_gelu": (cfg.model.get("quick_gelu") if t.backbone == "finetune"
+                                    else built_key.get("quick_gelu", cfg.model.get("quick_gelu")))},
         "cfg": OmegaConf.to_container(cfg, resolve=True),
     }
     options = FitOptions(

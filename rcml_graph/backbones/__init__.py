@@ -12,7 +12,7 @@ from .base import (
     pil_transform,
     preprocess_batch,
 )
-from .factory import BACKBONE_NAMES, DEFAULT_BACKBONE, build_backbone, freeze_backbone
+from .factory import BACKBONE_NAMES, DEFAULT_BACKBONE, build_backbone, freeze_backbone, spec_quick_gelu
 
 __all__ = [
     "BACKBONE_NAMES",
@@ -25,4 +25,5 @@ __all__ = [
     "freeze_backbone",
     "pil_transform",
     "preprocess_batch",
+    "spec_quick_gelu",
 ]

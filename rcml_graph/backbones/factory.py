@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,6 +14,8 @@ from .base import Backbone
 #: Accepted preset names; ``offline`` is the default.
 BACKBONE_NAMES: tuple[str, ...] = ("offline", "clip_b32", "tiny")
 DEFAULT_BACKBONE = "offline"
+
+log = logging.getLogger(__name__)
 
 
 def build_backbone(
@@ -72,6 +76,22 @@ def build_backbone(
             kwargs["embed_dim"] = embed_dim
         backbone = TinyBackbone(**kwargs)
     return backbone.to(device)
+
+
+def spec_quick_gelu(spec: Mapping[str, Any]) -> bool | None:
+    """The ``quick_gelu`` of a stored backbone spec (checkpoint config, fine-tune spec).
+
+    Specs written before the option existed lack the key: a ``clip_b32`` built from a weights
+    file was then built with plain GELU, so that is what rebuilds it (with a warning); other
+    backbones take no value (None).
+    """
+    if "quick_gelu" in spec:
+        return spec["quick_gelu"]
+    if spec.get("name") == "clip_b32" and spec.get("checkpoint") is not None:
+        log.warning("backbone spec without quick_gelu (written before the option existed): rebuilding clip_b32 "
+                    "from %s with plain GELU, as it was built then", spec["checkpoint"])
+        return False
+    return None
 
 
 def _parameters(items: list[nn.Module | nn.Parameter]) -> list[nn.Parameter]:

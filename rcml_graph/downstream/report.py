@@ -21,7 +21,7 @@ from rcml_graph.eval.results import ResultRow, load_results
 from rcml_graph.io_utils import atomic_path
 
 __all__ = ["Config", "PairedDifference", "budget_bound_runs", "choose_configurations", "linkpred_report",
-           "metric_table", "paired_difference", "plot_chosen"]
+           "metric_table", "paired_difference", "plot_chosen", "unaudited_runs"]
 
 #: ``(features, model, train_negatives, pair_score)``.
 Config = tuple[str, str, str, str]
@@ -41,16 +41,24 @@ def _relation_matches(row: ResultRow, relation: str | None) -> bool:
 
 def metric_table(rows: Iterable[ResultRow], protocol: str, metric: str = "mrr",
                  relation: str | None = None) -> Table:
-    """``{configuration: {seed: value}}`` of one protocol's metric (``relation``: the target kind)."""
-    table: Table = {}
-    relations = set()
-    for row in rows:
-        if row.task == "linkpred" and row.get("protocol") == protocol and row.metric == metric \
-                and _relation_matches(row, relation):
-            table.setdefault(_config(row), {})[row.seed] = row.value
-            relations.add(row.get("relation"))
+    """``{configuration: {seed: value}}`` of one protocol's metric (``relation``: the target kind).
+
+    Raises:
+        ValueError: two rows for one configuration and seed (they would overwrite each other),
+            or rows of several target kinds without ``relation``.
+    """
+    matching = [row for row in rows if row.task == "linkpred" and row.get("protocol") == protocol
+                and row.metric == metric and _relation_matches(row, relation)]
+    relations = {row.get("relation") for row in matching}
     if len(relations) > 1:
         raise ValueError(f"the rows hold several target kinds {sorted(relations, key=str)}; pass one relation")
+    table: Table = {}
+    for row in matching:
+        seeds = table.setdefault(_config(row), {})
+        if row.seed in seeds:
+            raise ValueError(f"two {protocol} {metric} rows for {_config(row)} seed {row.seed}: "
+                             f"{seeds[row.seed]} and {row.value}; accepted: one row per configuration and seed")
+        seeds[row.seed] = row.value
     return table
 
 
@@ -59,11 +67,14 @@ def _mean(values: dict[int, float]) -> float:
 
 
 def choose_configurations(validation: Table, sources: Sequence[str] | None = None) -> dict[str, Config]:
-    """Per feature source, the configuration with the highest mean validation value over its seeds.
+    """Per feature source, the configuration with the highest mean validation value.
 
-    Only configurations measured on the largest seed set seen for the source compete (a
-    configuration run on fewer seeds is not chosen on a luckier subset). Ties go to the first
-    configuration in sorted order, so the choice does not depend on the row order.
+    The means are taken over the seeds every configuration of the source has, so configurations
+    compete on the same seeds (one run on an extra seed neither wins nor loses by it). Ties go
+    to the first configuration in sorted order, so the choice does not depend on the row order.
+
+    Raises:
+        ValueError: no rows for a requested source, or its configurations share no seed.
     """
     by_source: dict[str, list[Config]] = {}
     for config in sorted(validation):
@@ -73,9 +84,11 @@ def choose_configurations(validation: Table, sources: Sequence[str] | None = Non
         configs = by_source.get(source)
         if not configs:
             raise ValueError(f"no validation rows for features {source!r}; present: {sorted(by_source)}")
-        most = max(len(validation[c]) for c in configs)
-        complete = [c for c in configs if len(validation[c]) == most]
-        chosen[source] = max(complete, key=lambda c: _mean(validation[c]))
+        common = set.intersection(*(set(validation[c]) for c in configs))
+        if not common:
+            raise ValueError(f"the configurations of features {source!r} share no seed: "
+                             + "; ".join(f"{c[1:]} seeds {sorted(validation[c])}" for c in configs))
+        chosen[source] = max(configs, key=lambda c: statistics.fmean(validation[c][s] for s in common))
     return chosen
 
 
@@ -114,13 +127,23 @@ def paired_difference(table: Table, a: Config, b: Config) -> PairedDifference:
 
 
 def budget_bound_runs(validation_rows: Iterable[ResultRow], relation: str | None = None) -> dict[Config, list[int]]:
-    """``{configuration: [seeds]}`` of runs whose best validation epoch was the last of the budget."""
+    """``{configuration: [seeds]}`` of runs the epoch budget, not convergence, ended."""
     bound: dict[Config, list[int]] = {}
     for row in validation_rows:
         if row.get("protocol") == "training" and row.metric == "budget_bound" and row.value \
                 and _relation_matches(row, relation):
             bound.setdefault(_config(row), []).append(row.seed)
     return {config: sorted(seeds) for config, seeds in sorted(bound.items())}
+
+
+def unaudited_runs(validation: Table, validation_rows: Iterable[ResultRow],
+                   relation: str | None = None) -> dict[Config, list[int]]:
+    """``{configuration: [seeds]}`` of runs in ``validation`` with no ``training`` rows (runs
+    written before ``linkpred.patience`` existed): whether they converged is unknown."""
+    audited = {(_config(r), r.seed) for r in validation_rows
+               if r.get("protocol") == "training" and r.metric == "budget_bound" and _relation_matches(r, relation)}
+    missing = {c: sorted(s for s in seeds if (c, s) not in audited) for c, seeds in sorted(validation.items())}
+    return {c: seeds for c, seeds in missing.items() if seeds}
 
 
 def _cell(values: dict[int, float] | None) -> str:
@@ -214,18 +237,24 @@ def linkpred_report(directory: str | Path, reference: str = "rcml", relation: st
     for source, config in chosen.items():
         if source == reference:
             continue
-        heart = paired_difference(tests["heart"], chosen[reference], config)
-        uniform = paired_difference(tests["uniform"], chosen[reference], config)
+        try:
+            heart = paired_difference(tests["heart"], chosen[reference], config)
+            uniform = paired_difference(tests["uniform"], chosen[reference], config)
+        except ValueError:
+            lines.append(f"| {reference} - {source} | no shared test seed | – | – |")
+            continue
         lines.append(f"| {reference} - {source} | {heart.text()} | {'MEETS' if heart.meets else 'no'} | "
                      f"{uniform.text()} |")
     bound = budget_bound_runs(val_rows, relation)
-    audited = any(r.get("protocol") == "training" for r in val_rows)
+    unaudited = unaudited_runs(validation, val_rows, relation)
     lines += ["", "### convergence", ""]
-    if not audited:
-        lines.append("No `training` rows (runs before `linkpred.patience` existed): not audited.")
-    elif not bound:
-        lines.append("No run ended at its best epoch: every run converged within `linkpred.epochs`.")
-    else:
-        lines.append("Runs whose best validation was their last epoch (the budget ended them): "
-                     + "; ".join(f"{', '.join(c)} seeds {s}" for c, s in bound.items()))
+    if bound:
+        lines.append("Runs the epoch budget ended before patience did (not converged): "
+                     + "; ".join(f"{', '.join(c)} seeds {s}" for c, s in bound.items()) + ".")
+    if unaudited:
+        lines.append("Runs without `training` rows (written before `linkpred.patience` existed; not audited): "
+                     + "; ".join(f"{', '.join(c)} seeds {s}" for c, s in unaudited.items()) + ".")
+    if not bound and not unaudited:
+        lines.append("Every run stopped by patience (or peaked before its last epoch): none was cut short by "
+                     "`linkpred.epochs`.")
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ Evaluation, three protocols (``metrics[protocol]``):
 
 The epoch with the best validation MRR of ``selection`` (``uniform`` by default) is kept;
 training stops after ``patience`` validations without a better one, or at ``epochs`` (with a
-warning when the best validation was the last: the budget, not convergence, ended training).
+warning, and ``budget_bound``, when the budget rather than patience ended training).
 """
 
 from __future__ import annotations
@@ -280,11 +280,9 @@ class LinkPredOutcome:
     epochs_trained: int = 0
     #: True when ``patience`` validations without improvement ended training.
     stopped_early: bool = False
-
-    @property
-    def budget_bound(self) -> bool:
-        """The best validation came at the last epoch of the full budget: more epochs might help."""
-        return not self.stopped_early and self.best_epoch == self.epochs_trained
+    #: The epoch budget, not convergence, ended training: with ``patience``, it never fired;
+    #: without, the best validation came at the last epoch.
+    budget_bound: bool = False
 
 
 def train_and_evaluate(
@@ -397,9 +395,11 @@ def train_and_evaluate(
     epochs_trained = epoch
     if log is not None:
         log(f"stopped at epoch {epoch} ({'patience' if stopped_early else 'budget'}), best epoch {best_epoch}")
-    if not stopped_early and best_epoch == epochs_trained:
-        logger.warning("link predictor %s, seed %d: the best validation MRR came at the last of %d epochs; the "
-                       "budget, not convergence, ended training (raise linkpred.epochs)", model_name, seed, epoch)
+    budget_bound = not stopped_early and (settings.patience is not None or best_epoch == epochs_trained)
+    if budget_bound:
+        logger.warning("link predictor %s, seed %d: %d epochs ended training at best epoch %d before it converged "
+                       "(%s); raise linkpred.epochs", model_name, seed, epoch, best_epoch,
+                       "patience never fired" if settings.patience is not None else "the best was the last")
     model.load_state_dict(best_state)
     h = _embed(model, graph, sampler, 4 * settings.batch_size, seed)
     test_scores = None if pair_score is None else evaluation_pair_scores(pair_score, evaluation["test"])
@@ -408,7 +408,8 @@ def train_and_evaluate(
                "uniform": link_mrr(scores["pos"], scores["uniform"]),
                "random": link_hits(scores["pos"], scores["shared"], settings.hits_ks)}
     pair_weight = None if model.pair_weight is None else float(model.pair_weight.detach())
-    return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight, best_val, epochs_trained, stopped_early)
+    return LinkPredOutcome(metrics, best_epoch, best_mrr, history, pair_weight, best_val, epochs_trained, stopped_early,
+                           budget_bound)
 
 
 def _pair_loss(pos_logit: Tensor, neg_logit: Tensor) -> Tensor:

@@ -131,7 +131,7 @@ class ConditionedEncoder:
         if tuned is not None:  # a fine-tuned checkpoint: its own text tower
             return tuned
         if self._backbone is None:
-            from rcml_graph.backbones import build_backbone
+            from rcml_graph.backbones import build_backbone, spec_quick_gelu
 
             spec = self.config["backbone"]
             # The cache was built right after torch.manual_seed(seed): rebuild the same weights
@@ -141,7 +141,7 @@ class ConditionedEncoder:
                 self._backbone = build_backbone(spec["name"], pretrained=spec.get("pretrained"),
                                                 checkpoint=spec.get("checkpoint"),
                                                 embed_dim=spec.get("embed_dim"), device=self.device,
-                                                quick_gelu=spec.get("quick_gelu"))
+                                                quick_gelu=spec_quick_gelu(spec))
             self._backbone.eval()
         return self._backbone
 

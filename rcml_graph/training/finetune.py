@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision import transforms
 
-from rcml_graph.backbones import Backbone, build_backbone, freeze_backbone
+from rcml_graph.backbones import Backbone, build_backbone, freeze_backbone, spec_quick_gelu
 from rcml_graph.model.features import ProductFeatures
 from rcml_graph.model.head import RCMLHead
 
@@ -400,7 +400,7 @@ def load_finetune_source(spec: dict[str, Any], modules_state: dict[str, Tensor],
         list(data["product"].text), list(data.relation_text), image_paths, spec["name"],
         trainable_last_blocks=int(spec["trainable_last_blocks"]), pretrained=spec.get("pretrained"),
         checkpoint=spec.get("checkpoint"), embed_dim=spec.get("embed_dim"), seed=int(spec.get("seed") or 0),
-        preload_images=preload_images, device=device, quick_gelu=spec.get("quick_gelu"))
+        preload_images=preload_images, device=device, quick_gelu=spec_quick_gelu(spec))
     prefix = "backbone."
     weights = {k[len(prefix):]: v for k, v in modules_state.items() if k.startswith(prefix)}
     if not weights:

@@ -118,3 +118,18 @@ def test_quick_gelu_enters_the_feature_cache_key_only_when_set():
     assert "quick_gelu" not in model_key(default, 0)  # caches built before the option keep their key
     assert model_key(local, 0) == {"name": "clip_b32", "pretrained": None, "checkpoint": "/weights/openai.bin",
                                    "embed_dim": None, "seed": 0, "quick_gelu": True}
+
+
+def test_stored_specs_carry_quick_gelu_and_old_ones_rebuild_with_gelu(caplog):
+    from rcml_graph.backbones import spec_quick_gelu
+    from rcml_graph.training.finetune import finetune_spec
+
+    spec = finetune_spec("clip_b32", "p", "i", trainable_last_blocks=1, checkpoint="/w/openai.bin", quick_gelu=True)
+    assert spec["quick_gelu"] is True and spec_quick_gelu(spec) is True
+    # A spec written before the option: a weights file was built with plain GELU then.
+    legacy = {k: v for k, v in spec.items() if k != "quick_gelu"}
+    with caplog.at_level("WARNING", logger="rcml_graph.backbones.factory"):
+        assert spec_quick_gelu(legacy) is False
+    assert "written before the option existed" in caplog.text
+    assert spec_quick_gelu({"name": "offline", "checkpoint": None}) is None  # other presets take none
+    assert spec_quick_gelu({"name": "clip_b32", "pretrained": "openai", "checkpoint": None}) is None  # from the tag

@@ -340,13 +340,28 @@ def test_patience_stops_training_and_keeps_the_best_epoch(one_thread) -> None:
     assert not full.stopped_early and full.epochs_trained == stopped.epochs_trained
 
 
-def test_a_budget_that_ends_at_the_best_epoch_is_flagged(one_thread, caplog) -> None:
+def test_patience_counts_validations_not_epochs(one_thread) -> None:
     data, informative = _clustered_graph(num_clusters=8, size=8)
-    settings = LinkPredSettings(epochs=2, eval_every=2, num_negatives=10, hits_negatives=100, hidden_channels=8)
+    settings = LinkPredSettings(epochs=600, eval_every=2, patience=3, num_negatives=10, hits_negatives=100,
+                                hidden_channels=8)
+    outcome = train_and_evaluate(data, informative, "mlp", settings, seed=0)
+    assert outcome.stopped_early and outcome.epochs_trained == outcome.best_epoch + 2 * 3
+    assert [epoch for epoch, _, _ in outcome.history] == list(range(2, outcome.epochs_trained + 1, 2))
+
+
+def test_a_budget_that_ends_training_is_flagged(one_thread, caplog) -> None:
+    data, informative = _clustered_graph(num_clusters=8, size=8)
+    common = dict(eval_every=2, num_negatives=10, hits_negatives=100, hidden_channels=8)
     with caplog.at_level("WARNING", logger="rcml_graph.downstream.trainer"):
-        outcome = train_and_evaluate(data, informative, "mlp", settings, seed=0)
-    assert outcome.budget_bound and outcome.best_epoch == outcome.epochs_trained == 2
-    assert "the budget, not convergence, ended training" in caplog.text
+        # Patience set but never fires within 4 validations: the budget ended training.
+        cut = train_and_evaluate(data, informative, "mlp", LinkPredSettings(epochs=8, patience=20, **common), seed=0)
+    assert cut.budget_bound and not cut.stopped_early and cut.epochs_trained == 8 and len(cut.history) == 4
+    assert "before it converged (patience never fired)" in caplog.text
+    # Without patience only a best validation at the last epoch says so; stopped by patience never does.
+    full = train_and_evaluate(data, informative, "mlp", LinkPredSettings(epochs=8, patience=None, **common), seed=0)
+    assert full.budget_bound == (full.best_epoch == 8)
+    stopped = train_and_evaluate(data, informative, "mlp", LinkPredSettings(epochs=600, patience=2, **common), seed=0)
+    assert stopped.stopped_early and not stopped.budget_bound
 
 
 @pytest.mark.parametrize("patience", [0, -2])

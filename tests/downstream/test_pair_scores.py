@@ -177,13 +177,14 @@ def test_linkpred_end_to_end_with_pair_scores(demo_root: str, tmp_path, monkeypa
     validation = load_results(tmp_path / "cos" / "results" / "demo" / "validation.json").rows
     assert {(r.get("model"), r.get("protocol"), r.metric) for r in validation} == {
         (m, p, k) for m in ("sage", "mlp") for p in ("heart", "uniform") for k in ("mrr", "hits@1", "hits@3", "hits@10")
-    } | {(m, "training", k) for m in ("sage", "mlp") for k in ("best_epoch", "epochs_trained", "budget_bound")}
+    } | {(m, "training", k) for m in ("sage", "mlp") for k in ("best_epoch", "epochs_trained", "stopped_early",
+                                                                "budget_bound")}
     assert all(r.get("pair_score") == "cosine" for r in validation)
     assert all(0.0 <= r.value <= 1.0 for r in validation if r.get("protocol") != "training")
     training = {(r.get("model"), r.metric): r.value for r in validation if r.get("protocol") == "training"}
-    for model in ("sage", "mlp"):  # 3 epochs, one validation: the best is the last, so budget-bound
+    for model in ("sage", "mlp"):  # 3 epochs, one validation: patience (20) cannot fire, so budget-bound
         assert training[model, "epochs_trained"] == 3 and training[model, "best_epoch"] == 3
-        assert training[model, "budget_bound"] == 1.0
+        assert training[model, "budget_bound"] == 1.0 and training[model, "stopped_early"] == 0.0
     assert 0.0 < cosine["mlp/heart/mrr"] <= 1.0
     plain = run(_compose(demo_root, tmp_path / "none"))
     assert {r.get("pair_score") for r in load_results(tmp_path / "none" / "results" / "demo"

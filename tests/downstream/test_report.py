@@ -17,6 +17,7 @@ from rcml_graph.downstream.report import (
     metric_table,
     paired_difference,
     plot_chosen,
+    unaudited_runs,
 )
 from rcml_graph.eval.results import ResultRow, append_rows
 
@@ -46,15 +47,23 @@ def test_metric_table_keys_default_options_like_linkpred_rows() -> None:
     assert metric_table(rows[:2], "heart") == table
 
 
-def test_choice_is_the_best_mean_over_complete_seed_sets() -> None:
-    table = {("a", "sage", "heart", "none"): {0: 0.30, 1: 0.34},    # mean 0.32
-             ("a", "mlp", "heart", "none"): {0: 0.31, 1: 0.35},     # mean 0.33: chosen
-             ("a", "mlp", "uniform", "none"): {0: 0.90},            # one seed only: not eligible
+def test_choice_is_the_best_mean_over_the_shared_seeds() -> None:
+    table = {("a", "sage", "heart", "none"): {0: 0.30, 1: 0.34, 2: 0.99},  # seed 2 alone: not compared
+             ("a", "mlp", "heart", "none"): {0: 0.31, 1: 0.35},           # mean 0.33 on {0, 1}: chosen
+             ("a", "mlp", "uniform", "none"): {0: 0.20, 1: 0.20},
              ("b", "sage", "heart", "none"): {0: 0.2, 1: 0.2}}
     chosen = choose_configurations(table)
     assert chosen == {"a": ("a", "mlp", "heart", "none"), "b": ("b", "sage", "heart", "none")}
     with pytest.raises(ValueError, match="no validation rows for features 'c'"):
         choose_configurations(table, ["c"])
+    with pytest.raises(ValueError, match="features 'd' share no seed"):
+        choose_configurations({("d", "sage", "heart", "none"): {0: 0.1}, ("d", "mlp", "heart", "none"): {1: 0.2}})
+
+
+def test_metric_table_refuses_two_rows_for_one_run() -> None:
+    rows = [_row("clip", "sage", 0, 0.3), _row("clip", "sage", 0, 0.4)]
+    with pytest.raises(ValueError, match=r"two heart mrr rows for \('clip', 'sage', 'uniform', 'none'\) seed 0"):
+        metric_table(rows, "heart")
 
 
 def test_paired_difference_and_the_rule() -> None:
@@ -72,12 +81,16 @@ def test_paired_difference_and_the_rule() -> None:
         paired_difference({("x",) * 4: {0: 1.0}, ("y",) * 4: {1: 1.0}}, ("x",) * 4, ("y",) * 4)
 
 
-def test_budget_bound_runs_read_the_training_rows() -> None:
+def test_budget_bound_and_unaudited_runs_read_the_training_rows() -> None:
     rows = [_row("a", "sage", 0, 1.0, protocol="training", metric="budget_bound"),
             _row("a", "sage", 1, 0.0, protocol="training", metric="budget_bound"),
             _row("a", "sage", 2, 1.0, protocol="training", metric="budget_bound"),
             _row("a", "sage", 2, 100.0, protocol="training", metric="best_epoch")]
     assert budget_bound_runs(rows) == {("a", "sage", "uniform", "none"): [0, 2]}
+    validation = {("a", "sage", "uniform", "none"): {0: 0.3, 1: 0.3, 2: 0.3, 3: 0.3},
+                  ("a", "mlp", "uniform", "none"): {0: 0.2}}
+    assert unaudited_runs(validation, rows) == {("a", "mlp", "uniform", "none"): [0],
+                                                ("a", "sage", "uniform", "none"): [3]}
 
 
 def _grid(directory: Path, with_training: bool = True) -> None:
@@ -102,7 +115,8 @@ def test_report_chooses_compares_and_audits(tmp_path: Path) -> None:
     assert "| rcml | sage, uniform, none | 0.410 ± 0.010 | 0.410 ± 0.010 | 0.610 ± 0.010 |" in report
     assert "| rcml - clip | +0.107 ± 0.006 (+0.100, +0.110, +0.110) | MEETS |" in report
     assert "| rcml - backbone | +0.050 ± 0.061 (+0.020, +0.120, +0.010) | no |" in report
-    assert "backbone, sage, uniform, none seeds [0, 1, 2]" in report
+    assert "ended before patience did (not converged): backbone, sage, uniform, none seeds [0, 1, 2]" in report
+    assert "not audited" not in report
     with pytest.raises(ValueError, match="reference features 'unconditioned'"):
         linkpred_report(tmp_path, reference="unconditioned")
     with pytest.raises(ValueError, match="for relation 'also_viewed'"):
@@ -111,7 +125,19 @@ def test_report_chooses_compares_and_audits(tmp_path: Path) -> None:
 
 def test_report_says_when_runs_are_not_audited(tmp_path: Path) -> None:
     _grid(tmp_path, with_training=False)
-    assert "not audited" in linkpred_report(tmp_path)
+    report = linkpred_report(tmp_path)
+    assert "not audited): backbone, mlp, uniform, none seeds [0, 1, 2]" in report
+    assert "none was cut short" not in report
+
+
+def test_report_survives_a_partial_grid(tmp_path: Path) -> None:
+    _grid(tmp_path)
+    late = [_row("random", "sage", 7, 0.1), _row("random", "sage", 7, 0.2, protocol="uniform")]
+    append_rows(tmp_path / "results.json", "demo", late)
+    append_rows(tmp_path / "validation.json", "demo", late[:1])
+    report = linkpred_report(tmp_path)
+    assert "| rcml - random | no shared test seed | – | – |" in report
+    assert "| rcml - clip | +0.107 ± 0.006" in report
 
 
 def test_script_prints_the_report_and_plots(tmp_path: Path) -> None:
