@@ -67,7 +67,8 @@ def settings_from_config(cfg: DictConfig) -> LinkPredSettings:
     return LinkPredSettings(
         target_kind=lp.target_kind, hidden_channels=lp.hidden_channels, num_layers=lp.num_layers,
         decoder=lp.decoder, dropout=lp.dropout, lr=lp.lr, weight_decay=lp.weight_decay, epochs=lp.epochs,
-        eval_every=lp.eval_every, patience=lp.patience, num_negatives=lp.num_negatives, hits_ks=tuple(int(k) for k in lp.hits_ks),
+        eval_every=lp.eval_every, patience=lp.patience, num_negatives=lp.num_negatives,
+        hits_ks=tuple(int(k) for k in lp.hits_ks),
         hits_negatives=lp.hits_negatives, max_val_queries=lp.max_val_queries,
         max_full_batch_nodes=lp.max_full_batch_nodes, device=lp.device, feature_norm=lp.feature_norm,
         selection=lp.selection, mode=lp.mode, batch_size=lp.batch_size,

@@ -198,7 +198,8 @@ def plot_chosen(directory: str | Path, path: str | Path, relation: str | None = 
     ax.set_xticks(range(len(plotted)))
     ax.set_xticklabels([f"{s}\n{', '.join(chosen[s][1:])}" for s in plotted], fontsize=7)
     ax.set_ylabel(f"test HeaRT {metric}")
-    ax.set_title(f"Link prediction{f' ({relation})' if relation else ''}: configuration chosen on validation {selection}")
+    target = f" ({relation})" if relation else ""
+    ax.set_title(f"Link prediction{target}: configuration chosen on validation {selection}")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -233,7 +234,8 @@ def linkpred_report(directory: str | Path, reference: str = "rcml", relation: st
         lines.append(f"| {source} | {', '.join(config[1:])} | {_cell(validation[config])} | "
                      f"{_cell(tests['heart'].get(config))} | {_cell(tests['uniform'].get(config))} |")
     lines += ["", f"### paired per seed, test HeaRT {metric}, {reference} (chosen) minus each source (chosen)", "",
-              "| | mean ± std (per seed) | every seed > 0 and mean > 2 std | uniform difference |", "|---|---|---|---|"]
+              "| | mean ± std (per seed) | every seed > 0 and mean > 2 std | uniform difference |",
+              "|---|---|---|---|"]
     for source, config in chosen.items():
         if source == reference:
             continue

@@ -143,7 +143,8 @@ def test_report_survives_a_partial_grid(tmp_path: Path) -> None:
 def test_script_prints_the_report_and_plots(tmp_path: Path) -> None:
     _grid(tmp_path)
     png = tmp_path / "plots" / "chosen.png"
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "linkpred_table.py"), str(tmp_path), "--plot", str(png)],
+    script = str(REPO / "scripts" / "linkpred_table.py")
+    out = subprocess.run([sys.executable, script, str(tmp_path), "--plot", str(png)],
                          capture_output=True, text=True, check=True).stdout
     assert out == linkpred_report(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
