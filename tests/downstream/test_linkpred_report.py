@@ -117,8 +117,10 @@ def test_report_chooses_compares_and_audits(tmp_path: Path) -> None:
     assert "| rcml - backbone | +0.050 ± 0.061 (+0.020, +0.120, +0.010) | no |" in report
     assert "ended before patience did (not converged): backbone, sage, uniform, none seeds [0, 1, 2]" in report
     assert "not audited" not in report
-    with pytest.raises(ValueError, match="reference features 'unconditioned'"):
-        linkpred_report(tmp_path, reference="unconditioned")
+    # A grid without the reference still gets its tables and choices, and says why no differences.
+    other = linkpred_report(tmp_path, reference="unconditioned")
+    assert "No rows for the reference features 'unconditioned' (present: backbone, clip, rcml)" in other
+    assert "| rcml | sage, uniform, none |" in other and "MEETS" not in other
     with pytest.raises(ValueError, match="for relation 'also_viewed'"):
         linkpred_report(tmp_path, relation="also_viewed")
 
