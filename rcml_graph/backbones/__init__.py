@@ -11,6 +11,7 @@ from .base import (
     TowerLayout,
     pil_transform,
     preprocess_batch,
+    trim_text_batch,
 )
 from .factory import BACKBONE_NAMES, DEFAULT_BACKBONE, build_backbone, freeze_backbone, spec_quick_gelu
 
@@ -26,4 +27,5 @@ __all__ = [
     "pil_transform",
     "preprocess_batch",
     "spec_quick_gelu",
+    "trim_text_batch",
 ]

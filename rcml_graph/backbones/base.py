@@ -201,7 +201,11 @@ class Backbone(nn.Module):
 
 
 def check_text_batch(tokens: dict[str, Tensor], context_length: int) -> tuple[Tensor, Tensor]:
-    """Validate a tokenised batch and return ``(input_ids, attention_mask)``."""
+    """Validate a tokenised batch and return ``(input_ids, attention_mask)``.
+
+    The batch may be :meth:`Backbone.tokenize`'s ``(B, context_length)`` or any shorter cut of it,
+    ``(B, L)`` with ``1 <= L <= context_length`` (see :func:`trim_text_batch`).
+    """
     missing = {"input_ids", "attention_mask"} - set(tokens)
     if missing:
         raise ValueError(
@@ -209,8 +213,33 @@ def check_text_batch(tokens: dict[str, Tensor], context_length: int) -> tuple[Te
             f"with keys 'input_ids' and 'attention_mask' (got {sorted(tokens)})"
         )
     input_ids, attention_mask = tokens["input_ids"], tokens["attention_mask"]
-    if input_ids.dim() != 2 or input_ids.shape[1] != context_length:
+    if input_ids.dim() != 2 or not 1 <= input_ids.shape[1] <= context_length:
         raise ValueError(
-            f"input_ids must have shape (B, {context_length}); got {tuple(input_ids.shape)}"
+            f"input_ids must have shape (B, L) with 1 <= L <= {context_length} (the tokenizer's "
+            f"context length, or a cut of it by trim_text_batch); got {tuple(input_ids.shape)}"
         )
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids "
+                         f"{tuple(input_ids.shape)}; accepted: the same shape")
     return input_ids, attention_mask.bool()
+
+
+def trim_text_batch(tokens: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Cut a tokenised batch to its longest row: columns past every row's last attended token go.
+
+    Every backbone here gives the same embeddings for the cut batch (the padding columns are
+    masked out, or, for CLIP's causal tower, come after the end-of-text token that pools), at a
+    fraction of the cost for short texts such as relation descriptions (a few tokens of CLIP's 77).
+    The mask is read on the batch's device: trim CPU batches before moving them to a GPU.
+
+    Shapes:
+        - **input:** ``input_ids (B, Lt)``, ``attention_mask (B, Lt)``.
+        - **output:** the same keys, ``(B, L)`` with ``L <= Lt`` (``L >= 1``).
+    """
+    mask = tokens["attention_mask"].bool()
+    used = torch.nonzero(mask.any(dim=0)).flatten()  # attended columns, ascending
+    length = int(used[-1]) + 1 if used.numel() else 1
+    if length == mask.shape[1]:
+        return tokens
+    return {**tokens, "input_ids": tokens["input_ids"][:, :length],
+            "attention_mask": tokens["attention_mask"][:, :length]}

@@ -202,9 +202,11 @@ class ClipB32Backbone(Backbone):
         input_ids, _ = check_text_batch(tokens, self.context_length)
         model = self.model
         cast_dtype = model.transformer.get_cast_dtype()
+        length = input_ids.shape[1]  # Lt <= context_length (a trimmed batch is exact: the tower is causal)
         x = model.token_embedding(input_ids).to(cast_dtype)  # (B, Lt, 512)
-        x = x + model.positional_embedding.to(cast_dtype)
-        x = model.transformer(x, attn_mask=model.attn_mask)
+        x = x + model.positional_embedding[:length].to(cast_dtype)
+        attn_mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+        x = model.transformer(x, attn_mask=attn_mask)
         hidden = model.ln_final(x)  # (B, Lt, 512)
         pooled = text_global_pool(hidden, input_ids, model.text_pool_type, model.text_eos_id)
         if isinstance(model.text_projection, nn.Linear):

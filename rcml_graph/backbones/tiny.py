@@ -110,7 +110,7 @@ class TinyBackbone(Backbone):
 
     def encode_text(self, tokens: dict[str, Tensor]) -> TextFeatures:
         input_ids, mask = check_text_batch(tokens, self.context_length)
-        x = self.token_embed(input_ids) + self.text_pos  # (B, Lt, width)
+        x = self.token_embed(input_ids) + self.text_pos[: input_ids.shape[1]]  # (B, Lt, width)
         for block in self.text_blocks:
             x = block(x, src_key_padding_mask=~mask)
         hidden = self.text_norm(x) * mask.unsqueeze(-1)  # zero the padding positions

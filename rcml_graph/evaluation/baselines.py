@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from rcml_graph.backbones import Backbone
+from rcml_graph.backbones import Backbone, trim_text_batch
 from rcml_graph.data.images import load_manifest
 from rcml_graph.evaluation.encoders import ViewEmbeddings
 
@@ -87,7 +87,7 @@ class ZeroShotEncoder:
     def _encode_texts(self, texts: list[str]) -> Tensor:
         parts = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self.backbone.tokenize(texts[start : start + self.batch_size])
+            tokens = trim_text_batch(self.backbone.tokenize(texts[start : start + self.batch_size]))
             tokens = {k: v.to(self.device) for k, v in tokens.items()}
             parts.append(self.backbone.encode_text(tokens).global_emb.float().cpu())
         if not parts:

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from rcml_graph.backbones import Backbone
+from rcml_graph.backbones import Backbone, trim_text_batch
 from rcml_graph.io_utils import atomic_path, atomic_write_json
 
 from .loading import ImageBytes, PilImages, collate_bytes, collate_pil, decode_batch, split_bytes
@@ -179,8 +179,10 @@ class BuildState:
             for shard, start, end in shards:
                 for first in range(start, end, self.batch_size):
                     last = min(first + self.batch_size, end)
-                    input_ids = torch.from_numpy(ids_all[first:last].astype(np.int64))
-                    mask = torch.from_numpy(np.array(mask_all[first:last]))
+                    # Cut to the batch's longest text: same embeddings, less work for short texts.
+                    cut = trim_text_batch({"input_ids": torch.from_numpy(ids_all[first:last].astype(np.int64)),
+                                           "attention_mask": torch.from_numpy(np.array(mask_all[first:last]))})
+                    input_ids, mask = cut["input_ids"], cut["attention_mask"]
                     flat = torch.nonzero(mask.flatten()).squeeze(1)  # (valid,)
                     batch = {
                         "input_ids": input_ids.to(self.device, non_blocking=True),

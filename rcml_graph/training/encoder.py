@@ -148,8 +148,10 @@ class ConditionedEncoder:
     @torch.no_grad()
     def encode_description(self, text: str) -> Tensor:
         """``(D,)`` text-tower embedding of an arbitrary description (backbone built lazily)."""
+        from rcml_graph.backbones import trim_text_batch
+
         backbone = self._text_tower()
-        tokens = {k: v.to(self.device) for k, v in backbone.tokenize([text]).items()}
+        tokens = {k: v.to(self.device) for k, v in trim_text_batch(backbone.tokenize([text])).items()}
         return backbone.encode_text(tokens).global_emb[0].float()
 
     @property

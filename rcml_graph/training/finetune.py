@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision import transforms
 
-from rcml_graph.backbones import Backbone, build_backbone, freeze_backbone, spec_quick_gelu
+from rcml_graph.backbones import Backbone, build_backbone, freeze_backbone, spec_quick_gelu, trim_text_batch
 from rcml_graph.model.features import ProductFeatures
 from rcml_graph.model.head import RCMLHead
 
@@ -231,8 +231,11 @@ class BackboneFeatures(nn.Module):
         return (images.float().div(255) - self.image_mean) / self.image_std
 
     def _encode_text(self, ids: Tensor, mask: Tensor, device: torch.device) -> Any:
-        tokens = {"input_ids": ids.to(device, torch.long, non_blocking=True),
-                  "attention_mask": mask.to(device, non_blocking=True)}
+        # Cut on the CPU to the batch's longest text first: descriptions are a few of CLIP's 77
+        # token slots, and a step encodes each used description with gradients.
+        tokens = trim_text_batch({"input_ids": ids, "attention_mask": mask})
+        tokens = {"input_ids": tokens["input_ids"].to(device, torch.long, non_blocking=True),
+                  "attention_mask": tokens["attention_mask"].to(device, non_blocking=True)}
         return self.backbone.encode_text(tokens)
 
     def product_features(
