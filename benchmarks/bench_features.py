@@ -36,6 +36,7 @@ from torch_geometric.data import HeteroData
 
 from rcml_graph.backbones import build_backbone
 from rcml_graph.feature_cache import STATS_JSON, build_feature_cache
+from rcml_graph.io_utils import atomic_write_text
 from rcml_graph.relations import SELF_RELATION_TEXT
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -187,7 +188,7 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     out = Path(args.out) if args.out else RESULTS_DIR / f"features_{args.model}_{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -26,6 +26,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from rcml_graph.backbones import build_backbone
+from rcml_graph.io_utils import atomic_write_text
 from rcml_graph.model.variants import get_variant
 from rcml_graph.schema import TrainConfig
 from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_type
@@ -330,7 +331,7 @@ def main() -> None:
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":
