@@ -4,6 +4,7 @@
 # rest; the exit status is the number of failed steps.
 #
 #   bash benchmarks/run_gpu.sh [OUTDIR] [steps...]      steps: sampler train tests torchrun
+#   (not by default: sampler_small, finetune_profile)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-benchmarks/results}
@@ -39,6 +40,11 @@ for s in $STEPS; do
       step train_gpu 300 python3 benchmarks/bench_train.py --device cuda --products 200000 --batch 1024 --steps 20 \
         --warmup 3 --ft-backbones tiny,clip_b32 --ft-products 4096 --ft-batch 128 --ft-steps 10 --ft-warmup 2 \
         --trainable-last-blocks 12 --out "$OUTDIR/train_gpu.json" ;;
+    finetune_profile)
+      # Where the fine-tune step's time goes, RCML vs CLIP (target: RCML >= 0.95x CLIP products/s).
+      step train_gpu_finetune_profile 400 python3 benchmarks/bench_train.py --device cuda --skip-frozen --products 1000 \
+        --ft-backbones clip_b32 --ft-products 2048 --ft-batch 128 --ft-steps 6 --ft-warmup 2 --trainable-last-blocks 12 \
+        --sdpa-backends EFFICIENT_ATTENTION,MATH --profile 2 --out "$OUTDIR/train_gpu_finetune_profile.json" ;;
     tests)
       step tests_gpu 400 python3 -m pytest -m gpu -q -p no:cacheprovider ;;
     torchrun)
