@@ -192,7 +192,8 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def encode_text(self, tokens: dict[str, Tensor]) -> TextFeatures:
-        """Encode the output of :meth:`tokenize` (moved to the model's device)."""
+        """Encode the output of :meth:`tokenize`, or a :func:`trim_text_batch` cut of it (moved to the
+        model's device); the token outputs have the batch's length ``L``."""
         raise NotImplementedError
 
     def tower_layouts(self) -> dict[str, TowerLayout]:
