@@ -4,6 +4,7 @@ budget cut short.
 
     python scripts/linkpred_table.py results/linkpred_s9/magazines --relation also_bought
     python scripts/linkpred_table.py results/linkpred/demo --relation also_viewed --plot chosen.png > grid.md
+    python scripts/linkpred_table.py results/linkpred_s11_tune/*/magazines --relation also_bought   # one folder per cell
 
 The folder is ``<linkpred.results_dir>/<domain>`` (``results.json`` and ``validation.json``).
 """
@@ -17,16 +18,19 @@ from rcml_graph.downstream.report import linkpred_report, plot_chosen
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("directory", help="<linkpred.results_dir>/<domain>")
+    parser.add_argument("directory", nargs="+",
+                        help="<linkpred.results_dir>/<domain>; several: one per hyperparameter cell "
+                             "(<root>/<cell>/<domain>), the cells competing in the choice on validation")
     parser.add_argument("--reference", default="rcml", help="features compared with every other (default: rcml)")
     parser.add_argument("--relation", default=None, help="target kind of the rows (default: every row)")
     parser.add_argument("--selection", default="heart", choices=("heart", "uniform"),
                         help="validation protocol that chooses each source's configuration (default: heart)")
     parser.add_argument("--plot", default=None, help="also write a PNG of each source's chosen configuration")
     args = parser.parse_args()
-    print(linkpred_report(args.directory, args.reference, args.relation, args.selection), end="")
+    directory = args.directory[0] if len(args.directory) == 1 else args.directory
+    print(linkpred_report(directory, args.reference, args.relation, args.selection), end="")
     if args.plot:
-        plot_chosen(args.directory, args.plot, args.relation, args.selection)
+        plot_chosen(directory, args.plot, args.relation, args.selection)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rcml_graph.eval.results import ResultRow, load_results
@@ -165,18 +165,35 @@ def _grid(table: Table, title: str) -> list[str]:
     return lines + [""]
 
 
-def _load(directory: Path, relation: str | None, selection: str, metric: str) -> tuple[dict[str, Table], Table, list]:
-    test_rows = load_results(directory / "results.json").rows
-    val_rows = load_results(directory / "validation.json").rows
+def _load(directories: str | Path | Sequence[str | Path], relation: str | None, selection: str,
+          metric: str) -> tuple[dict[str, Table], Table, list]:
+    paths = [Path(directories)] if isinstance(directories, (str, Path)) else [Path(d) for d in directories]
+    if not paths:
+        raise ValueError("no results folder given; accepted: one or more <linkpred.results_dir>/<domain> folders")
+    test_rows, val_rows = [], []
+    for path in paths:
+        tests_here = load_results(path / "results.json").rows
+        val_here = load_results(path / "validation.json").rows
+        if len(paths) > 1:  # one folder per hyperparameter cell: the cell joins the model's name
+            tests_here, val_here = _labelled(tests_here, path), _labelled(val_here, path)
+        test_rows += tests_here
+        val_rows += val_here
     tests = {p: metric_table(test_rows, p, metric, relation) for p in ("heart", "uniform")}
     validation = metric_table(val_rows, selection, metric, relation)
     if not validation:
-        raise ValueError(f"no validation rows with protocol {selection!r} and metric {metric!r} in {directory}"
-                         + (f" for relation {relation!r}" if relation else ""))
+        raise ValueError(f"no validation rows with protocol {selection!r} and metric {metric!r} in "
+                         f"{', '.join(map(str, paths))}" + (f" for relation {relation!r}" if relation else ""))
     return tests, validation, val_rows
 
 
-def plot_chosen(directory: str | Path, path: str | Path, relation: str | None = None, selection: str = "heart",
+def _labelled(rows: Sequence[ResultRow], path: Path) -> list[ResultRow]:
+    """Rows whose ``model`` reads ``<model>@<cell>``, the cell being the folder above ``<domain>``
+    (``results/linkpred_tune/<cell>/<domain>``): link-prediction rows carry no hyperparameters."""
+    label = path.parent.name
+    return [replace(row, extra={**row.extra, "model": f"{row.get('model')}@{label}"}) for row in rows]
+
+
+def plot_chosen(directory: str | Path | Sequence[str | Path], path: str | Path, relation: str | None = None, selection: str = "heart",
                 metric: str = "mrr") -> dict[str, dict[int, float]]:
     """Bars of each source's chosen configuration's test HeaRT ``metric`` (mean, sample-std error
     bars, one dot per seed), written atomically as a PNG; returns the plotted ``{source: {seed: value}}``."""
@@ -185,7 +202,7 @@ def plot_chosen(directory: str | Path, path: str | Path, relation: str | None = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tests, validation, _ = _load(Path(directory), relation, selection, metric)
+    tests, validation, _ = _load(directory, relation, selection, metric)
     chosen = choose_configurations(validation)
     plotted = {source: tests["heart"].get(config, {}) for source, config in chosen.items()}
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(plotted)), 4.0))
@@ -207,21 +224,23 @@ def plot_chosen(directory: str | Path, path: str | Path, relation: str | None = 
     return plotted
 
 
-def linkpred_report(directory: str | Path, reference: str = "rcml", relation: str | None = None,
+def linkpred_report(directory: str | Path | Sequence[str | Path], reference: str = "rcml", relation: str | None = None,
                     selection: str = "heart", metric: str = "mrr") -> str:
     """Markdown report of a link-prediction grid in ``directory`` (``results.json`` and ``validation.json``).
 
     Args:
-        directory: ``<linkpred.results_dir>/<domain>``.
+        directory: ``<linkpred.results_dir>/<domain>``, or several such folders, one per
+            hyperparameter cell (``<root>/<cell>/<domain>``): each configuration's model then reads
+            ``<model>@<cell>`` and the cells compete in the choice on validation.
         reference: The feature source compared with every other (``rcml``).
         relation: Only rows of this target kind (None: all; give it when a folder holds several).
         selection: Validation protocol that chooses each source's configuration (``heart``).
         metric: The metric of the tables and of the choice (``mrr``).
     """
-    directory = Path(directory)
     tests, validation, val_rows = _load(directory, relation, selection, metric)
     chosen = choose_configurations(validation)
-    lines = [f"# Link prediction grid: {directory}" + (f" ({relation})" if relation else ""), ""]
+    where = directory if isinstance(directory, (str, Path)) else ", ".join(map(str, directory))
+    lines = [f"# Link prediction grid: {where}" + (f" ({relation})" if relation else ""), ""]
     lines += _grid(tests["heart"], f"test HeaRT {metric} (mean ± sample std over seeds)")
     lines += _grid(tests["uniform"], f"test uniform {metric}")
     lines += _grid(validation, f"validation {selection} {metric} at the chosen epoch")

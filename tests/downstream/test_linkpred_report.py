@@ -158,3 +158,25 @@ def test_plot_draws_each_sources_chosen_configuration(tmp_path: Path) -> None:
     plotted = plot_chosen(tmp_path, tmp_path / "chosen.png")
     assert plotted["rcml"] == pytest.approx({0: 0.40, 1: 0.42, 2: 0.41})       # sage beats mlp on validation
     assert plotted["backbone"] == pytest.approx({0: 0.38, 1: 0.30, 2: 0.40})
+
+
+def test_cells_in_separate_folders_compete_in_the_choice(tmp_path: Path) -> None:
+    # Link-prediction rows carry no hyperparameters: a tuning grid keeps one folder per cell.
+    for cell, rcml_val, clip_val in (("lr0.01", 0.40, 0.30), ("lr0.001", 0.45, 0.25)):
+        folder = tmp_path / cell / "magazines"
+        for split, offset in (("validation", 0.0), ("results", -0.05)):
+            rows = [_row(m, "sage", s, v + offset + 0.001 * s, protocol=p) for s in (0, 1)
+                    for m, v in (("rcml", rcml_val), ("clip", clip_val)) for p in ("heart", "uniform")]
+            append_rows(folder / f"{split}.json", "magazines", rows)
+    folders = sorted(tmp_path.glob("*/magazines"))
+    report = linkpred_report(folders, relation="also_bought")
+    # rcml's best validation is the lr0.001 cell, clip's the lr0.01 cell.
+    assert "| rcml | sage@lr0.001, uniform, none |" in report
+    assert "| clip | sage@lr0.01, uniform, none |" in report
+    # Paired on the chosen cells: (0.45 - 0.05 + s/1000) - (0.30 - 0.05 + s/1000) = +0.150 on both seeds.
+    assert "| rcml - clip | +0.150 ± 0.000" in report
+    # One folder alone keeps the plain model names.
+    assert "| rcml | sage, uniform, none |" in linkpred_report(folders[0], relation="also_bought")
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "linkpred_table.py"), *map(str, folders),
+                          "--relation", "also_bought"], capture_output=True, text=True, check=True).stdout
+    assert "sage@lr0.001" in out
