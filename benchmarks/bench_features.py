@@ -187,7 +187,6 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     out = Path(args.out) if args.out else RESULTS_DIR / f"features_{args.model}_{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -27,10 +27,9 @@ def main() -> None:
                         help="validation protocol that chooses each source's configuration (default: heart)")
     parser.add_argument("--plot", default=None, help="also write a PNG of each source's chosen configuration")
     args = parser.parse_args()
-    directory = args.directory[0] if len(args.directory) == 1 else args.directory
-    print(linkpred_report(directory, args.reference, args.relation, args.selection), end="")
+    print(linkpred_report(args.directory, args.reference, args.relation, args.selection), end="")
     if args.plot:
-        plot_chosen(directory, args.plot, args.relation, args.selection)
+        plot_chosen(args.directory, args.plot, args.relation, args.selection)
 
 
 if __name__ == "__main__":

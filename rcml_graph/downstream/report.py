@@ -165,11 +165,19 @@ def _grid(table: Table, title: str) -> list[str]:
     return lines + [""]
 
 
-def _load(directories: str | Path | Sequence[str | Path], relation: str | None, selection: str,
-          metric: str) -> tuple[dict[str, Table], Table, list]:
+Folders = str | Path | Sequence[str | Path]
+
+
+def _paths(directories: Folders) -> list[Path]:
     paths = [Path(directories)] if isinstance(directories, (str, Path)) else [Path(d) for d in directories]
     if not paths:
         raise ValueError("no results folder given; accepted: one or more <linkpred.results_dir>/<domain> folders")
+    return paths
+
+
+def _load(directories: Folders, relation: str | None, selection: str,
+          metric: str) -> tuple[dict[str, Table], Table, list]:
+    paths = _paths(directories)
     test_rows, val_rows = [], []
     for path in paths:
         tests_here = load_results(path / "results.json").rows
@@ -193,7 +201,7 @@ def _labelled(rows: Sequence[ResultRow], path: Path) -> list[ResultRow]:
     return [replace(row, extra={**row.extra, "model": f"{row.get('model')}@{label}"}) for row in rows]
 
 
-def plot_chosen(directory: str | Path | Sequence[str | Path], path: str | Path, relation: str | None = None, selection: str = "heart",
+def plot_chosen(directory: Folders, path: str | Path, relation: str | None = None, selection: str = "heart",
                 metric: str = "mrr") -> dict[str, dict[int, float]]:
     """Bars of each source's chosen configuration's test HeaRT ``metric`` (mean, sample-std error
     bars, one dot per seed), written atomically as a PNG; returns the plotted ``{source: {seed: value}}``."""
@@ -224,7 +232,7 @@ def plot_chosen(directory: str | Path | Sequence[str | Path], path: str | Path, 
     return plotted
 
 
-def linkpred_report(directory: str | Path | Sequence[str | Path], reference: str = "rcml", relation: str | None = None,
+def linkpred_report(directory: Folders, reference: str = "rcml", relation: str | None = None,
                     selection: str = "heart", metric: str = "mrr") -> str:
     """Markdown report of a link-prediction grid in ``directory`` (``results.json`` and ``validation.json``).
 
@@ -239,7 +247,7 @@ def linkpred_report(directory: str | Path | Sequence[str | Path], reference: str
     """
     tests, validation, val_rows = _load(directory, relation, selection, metric)
     chosen = choose_configurations(validation)
-    where = directory if isinstance(directory, (str, Path)) else ", ".join(map(str, directory))
+    where = ", ".join(map(str, _paths(directory)))
     lines = [f"# Link prediction grid: {where}" + (f" ({relation})" if relation else ""), ""]
     lines += _grid(tests["heart"], f"test HeaRT {metric} (mean ± sample std over seeds)")
     lines += _grid(tests["uniform"], f"test uniform {metric}")
