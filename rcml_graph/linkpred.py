@@ -51,12 +51,14 @@ from rcml_graph.downstream import (
     query_key,
     random_features,
     rcml_pair_score,
+    settings_label,
     train_and_evaluate,
     view_features,
 )
 from rcml_graph.eval.results import ResultRow, append_rows, markdown_table
 from rcml_graph.io_utils import atomic_path, sha256_file
 from rcml_graph.relations import PRODUCT, RELATION_KINDS
+from rcml_graph.schema import LinkPredConfig
 
 log = logging.getLogger("linkpred")
 register_configs()
@@ -244,6 +246,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if not seeds:
         raise ValueError("linkpred.seeds is empty; give at least one seed, e.g. [0,1,2]")
     domain, method = cfg.domain.name, cfg.linkpred.features
+    # Non-default hyperparameters join the rows' identity: a run at other settings adds rows
+    # to a shared results file instead of replacing these.
+    label = settings_label(settings, **({"random_dim": (cfg.linkpred.random_dim, LinkPredConfig.random_dim)}
+                                        if method == "random" else {}))
     data = load_graph(cfg.domain.processed_dir)
     out_dir = _run_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +276,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if outcome.pair_weight is not None:
                 log.info("pair score weight %.3f", outcome.pair_weight)
             rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind, settings.train_negatives,
-                                  settings.pair_score)
+                                  settings.pair_score, label)
             # Protocol "training": when the epoch was chosen and how long training ran (convergence audit).
             training = {"best_epoch": float(outcome.best_epoch), "epochs_trained": float(outcome.epochs_trained),
                         "stopped_early": float(outcome.stopped_early), "budget_bound": float(outcome.budget_bound),
@@ -278,7 +284,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             validation = LinkPredOutcome({**outcome.val_metrics, "training": training}, outcome.best_epoch,
                                          outcome.best_val_mrr)
             val_rows += linkpred_rows(validation, method, model_name, seed, settings.target_kind,
-                                      settings.train_negatives, settings.pair_score)
+                                      settings.train_negatives, settings.pair_score, label)
     append_rows(out_dir / "results.json", domain, rows)
     append_rows(Path(cfg.linkpred.results_dir) / domain / "results.json", domain, rows)
     # Validation metrics at the chosen epoch, apart from the test rows: for choosing a configuration.

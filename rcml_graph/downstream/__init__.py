@@ -66,6 +66,7 @@ from rcml_graph.downstream.trainer import (
     build_training_negatives,
     linkpred_rows,
     resolve_mode,
+    settings_label,
     train_and_evaluate,
 )
 
@@ -117,6 +118,7 @@ __all__ = [
     "random_pair_negatives",
     "rcml_pair_score",
     "resolve_mode",
+    "settings_label",
     "source_descriptions",
     "target_edge_mask",
     "target_edges",

@@ -3,7 +3,8 @@ paired per-seed differences against a reference source, and a convergence audit.
 
 Reads what :mod:`rcml_graph.linkpred` writes to ``<results_dir>/<domain>/``: ``results.json``
 (test rows) and ``validation.json`` (validation rows at the chosen epoch, plus protocol
-``training`` rows). A *configuration* is ``(features, model, train_negatives, pair_score)``; the
+``training`` rows). A *configuration* is ``(features, model, train_negatives, pair_score)``, the model
+reading ``sage[lr=0.003,...]`` for rows written with non-default settings; the
 rule applied to the paired differences is the one fixed in ``docs/linkpred.md`` since session 7:
 positive on every seed, with a mean above twice the sample standard deviation.
 
@@ -30,9 +31,12 @@ Table = dict[Config, dict[int, float]]
 
 
 def _config(row: ResultRow) -> Config:
-    # Rows with the defaults (uniform negatives, no pair score) carry neither key (linkpred_rows).
-    return (row.method, str(row.get("model")), str(row.get("train_negatives") or "uniform"),
-            str(row.get("pair_score") or "none"))
+    # Rows with the defaults (uniform negatives, no pair score, default settings) carry none of
+    # those keys (linkpred_rows). Other settings join the model: "sage[dropout=0.3,lr=0.003]".
+    model, settings = str(row.get("model")), row.get("settings")
+    if settings:
+        model = f"{model}[{settings}]"
+    return (row.method, model, str(row.get("train_negatives") or "uniform"), str(row.get("pair_score") or "none"))
 
 
 def _relation_matches(row: ResultRow, relation: str | None) -> bool:
@@ -196,7 +200,8 @@ def _load(directories: Folders, relation: str | None, selection: str,
 
 def _labelled(rows: Sequence[ResultRow], path: Path) -> list[ResultRow]:
     """Rows whose ``model`` reads ``<model>@<cell>``, the cell being the folder above ``<domain>``
-    (``results/linkpred_tune/<cell>/<domain>``): link-prediction rows carry no hyperparameters."""
+    (``results/linkpred_tune/<cell>/<domain>``): rows written before ``settings`` existed carry
+    no hyperparameters, so the folder tells the cells apart."""
     label = path.parent.name
     return [replace(row, extra={**row.extra, "model": f"{row.get('model')}@{label}"}) for row in rows]
 

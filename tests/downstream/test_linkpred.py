@@ -118,18 +118,20 @@ def demo_root(tmp_path_factory) -> str:
     return str(root)
 
 
+def cfg_overrides(demo_root: str, tmp_path, features: str, extra: list[str]) -> list[str]:
+    return [f"paths.data_root={demo_root}", f"linkpred.features={features}",
+            "linkpred.seeds=[0]", "linkpred.epochs=3", "linkpred.eval_every=3", "linkpred.hidden_channels=16",
+            "linkpred.num_negatives=20", "linkpred.hits_negatives=300", f"linkpred.results_dir={tmp_path / 'results'}",
+            f"linkpred.output_dir={tmp_path / 'run'}", "show_progress=false", *extra]
+
+
 @pytest.mark.parametrize("features,extra", [
     ("random", []), pytest.param("backbone", ["model=tiny"], marks=pytest.mark.slow)])
 def test_linkpred_end_to_end_on_demo(demo_root: str, tmp_path, features: str, extra: list[str]) -> None:
     from rcml_graph.linkpred import run
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="config", overrides=[
-            f"paths.data_root={demo_root}", f"linkpred.features={features}",
-            "linkpred.seeds=[0]", "linkpred.epochs=3", "linkpred.eval_every=3", "linkpred.hidden_channels=16", "linkpred.num_negatives=20",
-            "linkpred.hits_negatives=300", f"linkpred.results_dir={tmp_path / 'results'}",
-            f"linkpred.output_dir={tmp_path / 'run'}", "show_progress=false", *extra,
-        ])
+        cfg = compose(config_name="config", overrides=cfg_overrides(demo_root, tmp_path, features, extra))
         summary = run(cfg)
     payload = json.loads((tmp_path / "results" / "demo" / "results.json").read_text())
     rows = payload["rows"]
@@ -143,6 +145,22 @@ def test_linkpred_end_to_end_on_demo(demo_root: str, tmp_path, features: str, ex
     assert len(rows) == 22
     assert 0.0 < summary["sage/heart/mrr"] <= 1.0
     assert "| random" in (tmp_path / "run" / "results.md").read_text() or features != "random"
+    # The run's non-default settings are part of every row's identity.
+    label = "epochs=3,eval_every=3,hidden_channels=16,hits_negatives=300,num_negatives=20"
+    assert {r.get("settings") for r in rows} == {label}
+    if features != "random":
+        return
+    # Another dropout and random width into the same results file: both runs' rows are kept.
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="config", overrides=[*cfg_overrides(demo_root, tmp_path, features, extra),
+                                                       "linkpred.dropout=0.3", "linkpred.random_dim=32"])
+        run(cfg)
+    rows = json.loads((tmp_path / "results" / "demo" / "results.json").read_text())["rows"]
+    assert len(rows) == 44
+    assert {r.get("settings") for r in rows} == {label, label.replace("epochs=3", "dropout=0.3,epochs=3")
+                                                 + ",random_dim=32"}
+    validation = json.loads((tmp_path / "results" / "demo" / "validation.json").read_text())["rows"]
+    assert len({r.get("settings") for r in validation}) == 2
 
 
 # --- asymmetric pairing: the source reads query-side features, the target target-side ones --

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,37 @@ def test_metric_table_keys_default_options_like_linkpred_rows() -> None:
     with pytest.raises(ValueError, match=r"several target kinds \['also_bought', 'also_viewed'\]"):
         metric_table(rows, "heart")
     assert metric_table(rows[:2], "heart") == table
+
+
+def test_settings_label_names_what_differs_from_the_defaults() -> None:
+    from rcml_graph.downstream import LinkPredSettings, settings_label
+
+    assert settings_label(LinkPredSettings()) == ""
+    # Target kind, negatives and pair score have keys of their own; device and hits_ks change no number.
+    assert settings_label(LinkPredSettings(target_kind="also_viewed", train_negatives="heart", pair_score="cosine",
+                                           device="cuda", hits_ks=(10,))) == ""
+    changed = LinkPredSettings(lr=0.003, hidden_channels=256, dropout=0.3, patience=None, num_neighbors=(15, 5))
+    assert settings_label(changed) == "dropout=0.3,hidden_channels=256,lr=0.003,num_neighbors=[15,5],patience=null"
+    assert settings_label(LinkPredSettings(lr=0.01, dropout=0)) == ""  # equal to the defaults however typed
+    assert settings_label(LinkPredSettings(), random_dim=(32, 128)) == "random_dim=32"
+    assert settings_label(LinkPredSettings(), random_dim=(128, 128)) == ""
+
+
+def test_rows_with_settings_compete_as_their_own_configurations(tmp_path: Path) -> None:
+    def with_settings(row: ResultRow, settings: str) -> ResultRow:
+        return replace(row, extra={**row.extra, "settings": settings})
+
+    folder = tmp_path / "magazines"
+    tests = [_row("rcml", "sage", s, 0.40) for s in (0, 1)] + [_row("clip", "sage", s, 0.30) for s in (0, 1)]
+    tests += [with_settings(_row("clip", "sage", s, v), "lr=0.003") for s, v in ((0, 0.36), (1, 0.37))]
+    tests += [replace(row, extra={**row.extra, "protocol": "uniform"}) for row in tests]
+    val = [_row("rcml", "sage", s, 0.5) for s in (0, 1)] + [_row("clip", "sage", s, 0.2) for s in (0, 1)]
+    val += [with_settings(_row("clip", "sage", s, 0.25), "lr=0.003") for s in (0, 1)]
+    append_rows(folder / "results.json", "magazines", tests)  # one file: the settings keep the rows apart
+    append_rows(folder / "validation.json", "magazines", val)
+    report = linkpred_report(folder, relation="also_bought")
+    assert "| clip | sage[lr=0.003], uniform, none | 0.250 ± 0.000 | 0.365 ± 0.007 |" in report
+    assert "| rcml - clip | +0.035 ± 0.007 (+0.040, +0.030) |" in report
 
 
 def test_choice_is_the_best_mean_over_the_shared_seeds() -> None:
