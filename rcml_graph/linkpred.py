@@ -35,15 +35,18 @@ from rcml_graph.cli import CONFIG_DIR, register_configs
 from rcml_graph.data.graph_io import load_graph
 from rcml_graph.downstream import (
     FEATURE_SOURCES,
+    LEDGER_NAME,
     LINKPRED_TASK,
     LinkPredOutcome,
     LinkPredSettings,
     PairScore,
+    RunLedger,
     build_evaluation_set,
     cache_backbone_features,
     cosine_pair_score,
     embedding_features,
     export_checkpoint,
+    features_fingerprint,
     graph_hash,
     linkpred_rows,
     load_embeddings,
@@ -51,11 +54,13 @@ from rcml_graph.downstream import (
     query_key,
     random_features,
     rcml_pair_score,
+    row_identity,
+    run_key,
     settings_label,
     train_and_evaluate,
     view_features,
 )
-from rcml_graph.eval.results import ResultRow, append_rows, markdown_table
+from rcml_graph.eval.results import ResultRow, append_rows, load_results, markdown_table
 from rcml_graph.io_utils import atomic_path, sha256_file
 from rcml_graph.relations import PRODUCT, RELATION_KINDS
 from rcml_graph.schema import LinkPredConfig
@@ -239,8 +244,32 @@ def _run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.runs_root) / cfg.domain.name / "linkpred" / time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def _fingerprint(x: Tensor, x_source: Tensor | None, pair_score: PairScore | None) -> str:
+    """What a run read: its node features, source-role features and pair score."""
+    score = () if pair_score is None else (pair_score.source, pair_score.targets, pair_score.slot,
+                                          torch.tensor([pair_score.mean, pair_score.std], dtype=torch.float64))
+    return features_fingerprint((x, x_source, *score))
+
+
+def _recorded_rows(path: Path, method: str, model_name: str, seed: int, identity: dict[str, str]) -> list[ResultRow]:
+    """The rows of one finished run in the results file at ``path``."""
+    if not path.exists():
+        return []
+    return [row for row in load_results(path).rows
+            if row.task == LINKPRED_TASK and row.method == method and row.seed == seed
+            and row.extra.get("model") == model_name
+            and {key: value for key, value in row.extra.items() if key not in ("model", "protocol")} == identity]
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Train and evaluate every model for every seed; returns ``{"<model>/<protocol>/<metric>": mean}``."""
+    """Train and evaluate every model for every seed; returns ``{"<model>/<protocol>/<metric>": mean}``.
+
+    Each run's rows are written when it finishes, then recorded in the folder's ledger
+    (:class:`RunLedger`) with a fingerprint of the features it read. With ``linkpred.resume``
+    a run that the ledger holds from the same features is skipped (its recorded rows count in
+    the summary), so a killed grid resumes where it stopped; one recorded from other features
+    (another checkpoint under the same ``linkpred.features``) is an error, not a skip.
+    """
     settings = settings_from_config(cfg)
     seeds = [int(s) for s in cfg.linkpred.seeds]
     if not seeds:
@@ -250,24 +279,48 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # to a shared results file instead of replacing these.
     label = settings_label(settings, **({"random_dim": (cfg.linkpred.random_dim, LinkPredConfig.random_dim)}
                                         if method == "random" else {}))
+    identity = row_identity(settings.target_kind, settings.train_negatives, settings.pair_score, label)
     data = load_graph(cfg.domain.processed_dir)
     out_dir = _run_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results_root = Path(cfg.linkpred.results_dir) / domain
+    ledger = RunLedger(results_root / LEDGER_NAME)
     cached: dict[str, NodeFeatures] = {}
     structure = message_passing_graph(data, torch.zeros(int(data[PRODUCT].num_nodes), 1))
     message_edges = torch.cat([s.edge_index for s in structure.edge_stores], dim=1)
     rows: list[ResultRow] = []
-    val_rows: list[ResultRow] = []
     pair_scores: dict[int, PairScore | None] = {}
+    skipped = 0
     for seed in seeds:
-        evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
-                      for split in ("val", "test")}
         x, x_source = node_features(cfg, data, seed, cached)
         # Random features change with the seed, so does their cosine; every other score is fixed.
         key = seed if method == "random" else 0
         if key not in pair_scores:
             pair_scores[key] = pair_score_of(cfg, data, seed, cached)
+        fingerprint = _fingerprint(x, x_source, pair_scores[key])
+        evaluation = None
         for model_name in cfg.linkpred.models:
+            name = run_key(method, model_name, seed, identity)
+            recorded = ledger.fingerprint(name)
+            if cfg.linkpred.resume and recorded == fingerprint:
+                finished = _recorded_rows(results_root / "results.json", method, model_name, seed, identity)
+                if finished:
+                    log.info("%s/%s seed %d: finished before from the same features (%s); skipped (resume)",
+                             method, model_name, seed, fingerprint)
+                    rows += finished
+                    skipped += 1
+                    continue
+            elif cfg.linkpred.resume and recorded is not None:
+                raise ValueError(
+                    f"{results_root} holds {method}/{model_name} seed {seed} made from other features (fingerprint "
+                    f"{recorded}, now {fingerprint}: another checkpoint?); accepted: the same features, another "
+                    "linkpred.results_dir, or linkpred.resume=false to replace those rows")
+            elif recorded is not None and recorded != fingerprint:
+                log.warning("%s/%s seed %d: replacing rows made from other features (%s, now %s)", method,
+                            model_name, seed, recorded, fingerprint)
+            if evaluation is None:
+                evaluation = {split: build_evaluation_set(data, split, settings, seed, message_edges)
+                              for split in ("val", "test")}
             outcome = train_and_evaluate(data, x, model_name, settings, seed, evaluation, log=log.info,
                                          x_source=x_source, pair_score=pair_scores[key])
             log.info("%s/%s seed %d: test mrr heart %.4f uniform %.4f (best epoch %d of %d)", method, model_name,
@@ -275,21 +328,28 @@ def run(cfg: DictConfig) -> dict[str, float]:
                      outcome.epochs_trained)
             if outcome.pair_weight is not None:
                 log.info("pair score weight %.3f", outcome.pair_weight)
-            rows += linkpred_rows(outcome, method, model_name, seed, settings.target_kind, settings.train_negatives,
-                                  settings.pair_score, label)
+            run_rows = linkpred_rows(outcome, method, model_name, seed, settings.target_kind,
+                                     settings.train_negatives, settings.pair_score, label)
             # Protocol "training": when the epoch was chosen and how long training ran (convergence audit).
             training = {"best_epoch": float(outcome.best_epoch), "epochs_trained": float(outcome.epochs_trained),
                         "stopped_early": float(outcome.stopped_early), "budget_bound": float(outcome.budget_bound),
                         "n": 1}
             validation = LinkPredOutcome({**outcome.val_metrics, "training": training}, outcome.best_epoch,
                                          outcome.best_val_mrr)
-            val_rows += linkpred_rows(validation, method, model_name, seed, settings.target_kind,
-                                      settings.train_negatives, settings.pair_score, label)
-    append_rows(out_dir / "results.json", domain, rows)
-    append_rows(Path(cfg.linkpred.results_dir) / domain / "results.json", domain, rows)
-    # Validation metrics at the chosen epoch, apart from the test rows: for choosing a configuration.
-    append_rows(out_dir / "validation.json", domain, val_rows)
-    append_rows(Path(cfg.linkpred.results_dir) / domain / "validation.json", domain, val_rows)
+            val_rows = linkpred_rows(validation, method, model_name, seed, settings.target_kind,
+                                     settings.train_negatives, settings.pair_score, label)
+            # Written as each run finishes (a kill loses at most the run in progress), the
+            # ledger last: a run is recorded only once its rows are on disk.
+            append_rows(out_dir / "results.json", domain, run_rows)
+            append_rows(results_root / "results.json", domain, run_rows)
+            # Validation metrics at the chosen epoch, apart from the test rows: for choosing a configuration.
+            append_rows(out_dir / "validation.json", domain, val_rows)
+            append_rows(results_root / "validation.json", domain, val_rows)
+            ledger.record(name, fingerprint)
+            rows += run_rows
+    if skipped:
+        log.info("resume: %d of %d runs were finished before and skipped", skipped,
+                 len(seeds) * len(cfg.linkpred.models))
     table = markdown_table(rows, task=LINKPRED_TASK, index=("method", "model"), columns=("protocol", "metric"))
     (out_dir / "results.md").write_text(f"# Link prediction on {domain} ({settings.target_kind})\n\n{table}",
                                         encoding="utf-8")

@@ -293,6 +293,9 @@ class LinkPredConfig:
             ``cosine`` (of the endpoints' global features; every source) or ``rcml`` (the RCML
             head's ``q(u, d_u) . z(v, d_u)`` under the source's training description; ``rcml`` and
             ``rcml_symmetric`` features).
+        resume: Skip the (model, seed) runs that ``<results_dir>/<domain>/runs.json`` records as
+            finished from the same features (a killed grid resumes); a run recorded from other
+            features is an error. False reruns them and replaces their rows.
     """
 
     features: str = "random"
@@ -326,6 +329,7 @@ class LinkPredConfig:
     device: str = "cpu"
     results_dir: str = "results"
     output_dir: Optional[str] = None
+    resume: bool = False
 
 
 @dataclass

@@ -33,6 +33,7 @@ from rcml_graph.downstream.features import (
 )
 from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, uniform_negatives
 from rcml_graph.downstream.models import DECODERS, MODELS, RELATION_AGGRS, EdgeDecoder, LinkPredictor, SAGEEncoder
+from rcml_graph.downstream.ledger import LEDGER_NAME, RunLedger, features_fingerprint, run_key
 from rcml_graph.downstream.neighbors import NeighborSampler
 from rcml_graph.downstream.pair_scores import (
     PAIR_SCORES,
@@ -66,6 +67,7 @@ from rcml_graph.downstream.trainer import (
     build_training_negatives,
     linkpred_rows,
     resolve_mode,
+    row_identity,
     settings_label,
     train_and_evaluate,
 )
@@ -74,6 +76,7 @@ __all__ = [
     "DECODERS",
     "FEATURE_NORMS",
     "FEATURE_SOURCES",
+    "LEDGER_NAME",
     "LINKPRED_MODES",
     "LINKPRED_TASK",
     "MODELS",
@@ -89,6 +92,7 @@ __all__ = [
     "LinkPredictor",
     "NeighborSampler",
     "PairScore",
+    "RunLedger",
     "SAGEEncoder",
     "attach_embeddings",
     "build_evaluation_set",
@@ -101,6 +105,7 @@ __all__ = [
     "evaluation_pair_scores",
     "export_checkpoint",
     "export_embeddings",
+    "features_fingerprint",
     "graph_hash",
     "has_query_side",
     "heart_negatives",
@@ -118,6 +123,8 @@ __all__ = [
     "random_pair_negatives",
     "rcml_pair_score",
     "resolve_mode",
+    "row_identity",
+    "run_key",
     "settings_label",
     "source_descriptions",
     "target_edge_mask",

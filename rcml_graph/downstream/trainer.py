@@ -51,7 +51,7 @@ from rcml_graph.relations import PRODUCT, check_kind, edge_type
 
 __all__ = ["LINKPRED_MODES", "LINKPRED_TASK", "SELECTIONS", "TRAIN_NEGATIVES", "EvaluationSet", "LinkPredOutcome",
            "LinkPredSettings", "build_evaluation_set", "build_training_negatives", "linkpred_rows", "resolve_mode",
-           "train_and_evaluate"]
+           "row_identity", "settings_label", "train_and_evaluate"]
 
 logger = logging.getLogger(__name__)
 
@@ -505,6 +505,20 @@ def settings_label(settings: LinkPredSettings, **more: tuple[object, object]) ->
     return ",".join(f"{name}={_label_value(value)}" for name, value in sorted(changed.items()))
 
 
+def row_identity(target_kind: str, train_negatives: str = "uniform", pair_score: str = "none",
+                 settings: str = "") -> dict[str, str]:
+    """The identity keys a run's rows carry besides task, method, seed and model: ``relation``, and
+    ``train_negatives``, ``pair_score``, ``settings`` only where they differ from their defaults."""
+    identity = {"relation": target_kind}
+    if train_negatives != "uniform":
+        identity["train_negatives"] = train_negatives
+    if pair_score != "none":
+        identity["pair_score"] = pair_score
+    if settings:
+        identity["settings"] = settings
+    return identity
+
+
 def linkpred_rows(outcome: LinkPredOutcome, method: str, model_name: str, seed: int,
                   target_kind: str, train_negatives: str = "uniform", pair_score: str = "none",
                   settings: str = "") -> list[ResultRow]:
@@ -515,13 +529,7 @@ def linkpred_rows(outcome: LinkPredOutcome, method: str, model_name: str, seed: 
     ``settings`` (:func:`settings_label`); rows with the defaults keep the keys they had
     before the options existed.
     """
-    identity = {"relation": target_kind}
-    if train_negatives != "uniform":
-        identity["train_negatives"] = train_negatives
-    if pair_score != "none":
-        identity["pair_score"] = pair_score
-    if settings:
-        identity["settings"] = settings
+    identity = row_identity(target_kind, train_negatives, pair_score, settings)
     rows = []
     for protocol, metrics in outcome.metrics.items():
         n = int(metrics["n"])

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
+
+from rcml_graph.io_utils import atomic_write_text
 
 __all__ = [
     "AggregateRow",
@@ -158,15 +159,7 @@ def _merge_and_write(path: Path, domain: str, rows: Iterable[ResultRow]) -> Resu
         merged[row.key()] = row  # a replaced key keeps its original position
     result = ResultsFile(domain=domain, rows=list(merged.values()))
     payload = {"domain": domain, "rows": [row.to_dict() for row in result.rows]}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,10 @@ def test_round_trip_long_form(tmp_path: Path) -> None:
     assert loaded.domain == "sports"
     assert loaded.rows == rows
     assert not list(path.parent.glob("*.tmp"))  # the temporary file was moved into place
+    # The mode a plain open() gives (mkstemp's 0600 made results unreadable to other users).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_append_replaces_rows_with_the_same_identity(tmp_path: Path) -> None:
