@@ -11,12 +11,14 @@
 # its model, training negatives and pair score from the ten-seed section; the checkpoint of
 # rcml/unconditioned seed s is used with link-prediction seed s.
 # Environment: RES (rows; default results/linkpred_tune), EXPORTS (default runs/magazines/emb),
-# CELLS (the grid as Hydra sweep overrides; the final phase passes one chosen cell).
+# CELLS (the grid as Hydra sweep overrides; the final phase passes one chosen cell), EXPERIMENTS
+# (what train trains per seed; default "rcml unconditioned").
 set -euo pipefail
 RES=${RES:-results/linkpred_tune}
 EXPORTS=${EXPORTS:-runs/magazines/emb}
 CELLS=${CELLS:-linkpred.hidden_channels=64,256 linkpred.lr=0.01,0.003,0.001 linkpred.dropout=0.0,0.3}
 RUNS=${RCML_RUNS_ROOT:-runs}/magazines
+EXPERIMENTS=${EXPERIMENTS:-rcml unconditioned}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONUNBUFFERED=1
 COMMON="domain=magazines train.batch_size=256 train.hard_negatives=8 train.random_negatives=8 train.warmup_steps=10 train.val_max_queries=500 show_progress=false"
 
@@ -38,7 +40,7 @@ case "${1:-}" in
     shift
     train_one clip_c clip train.epochs=20 train.patience=null
     for seed in "$@"; do
-      for experiment in rcml unconditioned; do
+      for experiment in $EXPERIMENTS; do
         train_one "${experiment}_e10_s$seed" "$experiment" "train.seed=$seed" train.epochs=10 train.patience=3
       done
     done ;;
