@@ -45,6 +45,7 @@ from rcml_graph.downstream import (
     cache_backbone_features,
     cosine_pair_score,
     embedding_features,
+    environment,
     export_checkpoint,
     features_fingerprint,
     graph_hash,
@@ -345,7 +346,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             # Validation metrics at the chosen epoch, apart from the test rows: for choosing a configuration.
             append_rows(out_dir / "validation.json", domain, val_rows)
             append_rows(results_root / "validation.json", domain, val_rows)
-            ledger.record(name, fingerprint)
+            ledger.record(name, fingerprint, environment(settings.device))
             rows += run_rows
     if skipped:
         log.info("resume: %d of %d runs were finished before and skipped", skipped,

@@ -33,7 +33,7 @@ from rcml_graph.downstream.features import (
 )
 from rcml_graph.downstream.heart import heart_negatives, random_pair_negatives, uniform_negatives
 from rcml_graph.downstream.models import DECODERS, MODELS, RELATION_AGGRS, EdgeDecoder, LinkPredictor, SAGEEncoder
-from rcml_graph.downstream.ledger import LEDGER_NAME, RunLedger, features_fingerprint, run_key
+from rcml_graph.downstream.ledger import LEDGER_NAME, RunLedger, environment, features_fingerprint, run_key
 from rcml_graph.downstream.neighbors import NeighborSampler
 from rcml_graph.downstream.pair_scores import (
     PAIR_SCORES,
@@ -102,6 +102,7 @@ __all__ = [
     "cosine_pair_score",
     "embedding_features",
     "embedding_score_metrics",
+    "environment",
     "evaluation_pair_scores",
     "export_checkpoint",
     "export_embeddings",

@@ -25,6 +25,10 @@ def demo_root(tmp_path_factory) -> str:
     return str(root)
 
 
+#: The settings label of :func:`_run`'s rows.
+SETTINGS = "epochs=2,eval_every=2,hidden_channels=8,hits_negatives=100,num_negatives=10"
+
+
 def _run(demo_root: str, tmp_path, *extra: str) -> dict[str, float]:
     overrides = [f"paths.data_root={demo_root}", "linkpred.features=random", "linkpred.epochs=2",
                  "linkpred.eval_every=2", "linkpred.hidden_channels=8", "linkpred.num_negatives=10",
@@ -58,6 +62,12 @@ def test_resume_skips_finished_runs_and_trains_the_rest(demo_root, tmp_path, tra
     rows_before = _rows(tmp_path)
     ledger = json.loads((tmp_path / "results" / "demo" / "runs.json").read_text())
     assert len(ledger["runs"]) == 2
+    # What computed each run is recorded: its digits depend on the processor and thread count.
+    recorded = RunLedger(tmp_path / "results" / "demo" / "runs.json").environment(
+        run_key("random", "sage", 0, {"relation": "also_bought", "settings": SETTINGS}))
+    assert recorded is not None
+    assert recorded["torch"] == torch.__version__ and recorded["threads"] == torch.get_num_threads()
+    assert recorded["device"] == "cpu" and recorded["processor"]
 
     trained.clear()
     again = _run(demo_root, tmp_path, "linkpred.seeds=[0,1]", "linkpred.resume=true")
@@ -137,10 +147,11 @@ def test_ledger_records_replaces_and_rejects_a_foreign_file(tmp_path) -> None:
     ledger = RunLedger(tmp_path / "runs.json")
     key = run_key("rcml", "sage", 0, {"relation": "also_bought"})
     assert ledger.fingerprint(key) is None
-    ledger.record(key, "aaaa")
+    ledger.record(key, "aaaa", {"threads": 1})
     ledger.record(run_key("rcml", "sage", 1, {"relation": "also_bought"}), "bbbb")
     ledger.record(key, "cccc")
     assert ledger.fingerprint(key) == "cccc"
+    assert ledger.environment(key) is None  # the later record had none
     assert RunLedger(tmp_path / "runs.json").fingerprint(run_key("rcml", "sage", 1, {"relation": "also_bought"})) \
         == "bbbb"
     (tmp_path / "bad.json").write_text('{"domain": "demo", "rows": []}')
