@@ -105,19 +105,6 @@ def test_minibatch_training_is_comparable_with_full_batch(one_thread) -> None:
         LinkPredSettings(num_neighbors=(5,))
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> str:
-    from rcml_graph.data.demo import generate_demo
-    from rcml_graph.data.graph import GraphSettings
-    from rcml_graph.data.pipeline import build_domain
-
-    root = tmp_path_factory.mktemp("data")
-    generate_demo(root / "demo" / "raw", num_products=300, images=False)
-    build_domain(root / "demo" / "raw" / "meta_Demo.json.gz", root / "demo" / "processed", GraphSettings(),
-                 show_progress=False)
-    return str(root)
-
-
 def cfg_overrides(demo_root: str, tmp_path, features: str, extra: list[str]) -> list[str]:
     return [f"paths.data_root={demo_root}", f"linkpred.features={features}",
             "linkpred.seeds=[0]", "linkpred.epochs=3", "linkpred.eval_every=3", "linkpred.hidden_channels=16",

@@ -12,19 +12,6 @@ from rcml_graph.cli import CONFIG_DIR
 from rcml_graph.downstream import RunLedger, features_fingerprint, run_key
 
 
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> str:
-    from rcml_graph.data.demo import generate_demo
-    from rcml_graph.data.graph import GraphSettings
-    from rcml_graph.data.pipeline import build_domain
-
-    root = tmp_path_factory.mktemp("data")
-    generate_demo(root / "demo" / "raw", num_products=200, images=False)
-    build_domain(root / "demo" / "raw" / "meta_Demo.json.gz", root / "demo" / "processed", GraphSettings(),
-                 show_progress=False)
-    return str(root)
-
-
 #: The settings label of :func:`_run`'s rows.
 SETTINGS = "epochs=2,eval_every=2,hidden_channels=8,hits_negatives=100,num_negatives=10"
 
