@@ -9,16 +9,20 @@
 # train skips a run whose export exists (a killed training resumes from its last checkpoint);
 # grid runs with linkpred.resume=true, so finished (cell, seed) runs are skipped. Each source keeps
 # its model, training negatives and pair score from the ten-seed section; the checkpoint of
-# rcml/unconditioned seed s is used with link-prediction seed s.
+# rcml/unconditioned seed s is used with link-prediction seed s. Each source's multirun folder is
+# runs/magazines/linkpred_tune/<source>/<job> (one job per cell), so grids running at once do not share one.
 # Environment: RES (rows; default results/linkpred_tune), EXPORTS (default runs/magazines/emb),
 # CELLS (the grid as Hydra sweep overrides; the final phase passes one chosen cell), EXPERIMENTS
-# (what train trains per seed; default "rcml unconditioned").
+# (what train trains per seed; default "rcml unconditioned"), DEVICE (link prediction and export;
+# default cpu; training takes CUDA when there is one). Independent grids may run at once, e.g.
+#   for s in rcml unconditioned clip backbone; do bash scripts/linkpred_tune.sh grid $s 0 1 2 & done; wait
 set -euo pipefail
 RES=${RES:-results/linkpred_tune}
 EXPORTS=${EXPORTS:-runs/magazines/emb}
 CELLS=${CELLS:-linkpred.hidden_channels=64,256 linkpred.lr=0.01,0.003,0.001 linkpred.dropout=0.0,0.3}
 RUNS=${RCML_RUNS_ROOT:-runs}/magazines
 EXPERIMENTS=${EXPERIMENTS:-rcml unconditioned}
+DEVICE=${DEVICE:-cpu}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONUNBUFFERED=1
 COMMON="domain=magazines train.batch_size=256 train.hard_negatives=8 train.random_negatives=8 train.warmup_steps=10 train.val_max_queries=500 show_progress=false"
 
@@ -31,7 +35,7 @@ train_one() {  # NAME EXPERIMENT OVERRIDES...
   if [ -f "$RUNS/$name/checkpoints/last.pt" ]; then resume=latest; fi
   # shellcheck disable=SC2086  # COMMON is a word list
   python -m rcml_graph.train "experiment=$experiment" "train.run_dir=$RUNS/$name" "train.resume=$resume" $COMMON "$@"
-  python -m rcml_graph.embed domain=magazines "checkpoint=$RUNS/$name/checkpoints/best.pt" "embed.output_dir=$EXPORTS/$name"
+  python -m rcml_graph.embed domain=magazines "checkpoint=$RUNS/$name/checkpoints/best.pt" "embed.output_dir=$EXPORTS/$name" "embed.device=$DEVICE"
   stamp "DONE $name $((SECONDS - t)) s"
 }
 
@@ -54,7 +58,7 @@ case "${1:-}" in
       backbone) setting="linkpred.train_negatives=uniform linkpred.pair_score=cosine" ;;
       *) echo "unknown source '$source'; accepted: rcml, unconditioned, clip, backbone" >&2; exit 2 ;;
     esac
-    LP="python -m rcml_graph.linkpred -m domain=magazines linkpred.features=$source linkpred.results_dir=$RES linkpred.models=[sage] linkpred.resume=true"
+    LP="python -m rcml_graph.linkpred -m domain=magazines linkpred.features=$source linkpred.results_dir=$RES linkpred.models=[sage] linkpred.resume=true linkpred.device=$DEVICE hydra.sweep.dir=$RUNS/linkpred_tune/$source"
     if [ "$source" = rcml ] || [ "$source" = unconditioned ]; then
       for seed in "$@"; do  # one checkpoint per seed
         t=$SECONDS
