@@ -25,7 +25,6 @@ from tests.downstream.test_linkpred import (
     _compose,
     _QueryFakeEncoder,
     _training_only,
-    demo_root,  # noqa: F401  (module-scoped fixture)
     one_thread,  # noqa: F401  (fixture)
 )
 
