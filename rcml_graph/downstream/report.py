@@ -96,6 +96,26 @@ def choose_configurations(validation: Table, sources: Sequence[str] | None = Non
     return chosen
 
 
+def incomplete_choices(validation: Table) -> dict[str, tuple[list[int], dict[Config, list[int]]]]:
+    """Sources whose configurations do not all have the same seeds: ``{source: (the seeds the
+    choice used, {configuration: its seeds beyond those})}``.
+
+    :func:`choose_configurations` compares on the seeds every configuration has, so on an
+    unfinished grid a choice rests on fewer seeds than its table row shows.
+    """
+    by_source: dict[str, list[Config]] = {}
+    for config in sorted(validation):
+        by_source.setdefault(config[0], []).append(config)
+    incomplete = {}
+    for source, configs in by_source.items():
+        seeds = [set(validation[c]) for c in configs]
+        common = set.intersection(*seeds)
+        if common != set.union(*seeds):
+            extra = {c: sorted(set(validation[c]) - common) for c in configs if set(validation[c]) != common}
+            incomplete[source] = (sorted(common), extra)
+    return incomplete
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """``a - b`` per shared seed, with the rule's verdict."""
@@ -263,6 +283,10 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
     for source, config in chosen.items():
         lines.append(f"| {source} | {', '.join(config[1:])} | {_cell(validation[config])} | "
                      f"{_cell(tests['heart'].get(config))} | {_cell(tests['uniform'].get(config))} |")
+    for source, (common, extra) in incomplete_choices(validation).items():
+        lines += ["", f"- **{source}: unfinished grid, chosen on seeds {common} only** (the seeds every configuration "
+                  f"has); {len(extra)} of its configurations have more: "
+                  + "; ".join(f"{', '.join(c[1:])} {seeds}" for c, seeds in extra.items())]
     lines += ["", f"### paired per seed, test HeaRT {metric}, {reference} (chosen) minus each source (chosen)", ""]
     if reference not in chosen:
         lines.append(f"No rows for the reference features {reference!r} (present: {', '.join(chosen)}): no paired "

@@ -14,6 +14,7 @@ from rcml_graph.downstream.report import (
     PairedDifference,
     budget_bound_runs,
     choose_configurations,
+    incomplete_choices,
     linkpred_report,
     metric_table,
     paired_difference,
@@ -90,6 +91,18 @@ def test_choice_is_the_best_mean_over_the_shared_seeds() -> None:
         choose_configurations(table, ["c"])
     with pytest.raises(ValueError, match="features 'd' share no seed"):
         choose_configurations({("d", "sage", "heart", "none"): {0: 0.1}, ("d", "mlp", "heart", "none"): {1: 0.2}})
+
+
+def test_an_unfinished_grid_says_which_seeds_its_choice_used(tmp_path: Path) -> None:
+    table = {("a", "sage", "heart", "none"): {0: 0.30, 1: 0.34, 2: 0.99},
+             ("a", "mlp", "heart", "none"): {0: 0.31, 1: 0.35},
+             ("b", "sage", "heart", "none"): {0: 0.2, 1: 0.2}}
+    assert incomplete_choices(table) == {"a": ([0, 1], {("a", "sage", "heart", "none"): [2]})}
+    _grid(tmp_path)
+    assert "unfinished grid" not in linkpred_report(tmp_path)
+    append_rows(tmp_path / "validation.json", "demo", [_row("clip", "sage", 9, 0.5)])
+    assert ("- **clip: unfinished grid, chosen on seeds [0, 1, 2] only** (the seeds every configuration has); "
+            "1 of its configurations have more: sage, uniform, none [9]") in linkpred_report(tmp_path)
 
 
 def test_metric_table_refuses_two_rows_for_one_run() -> None:
