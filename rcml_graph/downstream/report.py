@@ -70,6 +70,14 @@ def _mean(values: dict[int, float]) -> float:
     return statistics.fmean(values.values())
 
 
+def _by_source(validation: Table) -> dict[str, list[Config]]:
+    """The configurations of each feature source, in sorted order."""
+    by_source: dict[str, list[Config]] = {}
+    for config in sorted(validation):
+        by_source.setdefault(config[0], []).append(config)
+    return by_source
+
+
 def choose_configurations(validation: Table, sources: Sequence[str] | None = None) -> dict[str, Config]:
     """Per feature source, the configuration with the highest mean validation value.
 
@@ -80,9 +88,7 @@ def choose_configurations(validation: Table, sources: Sequence[str] | None = Non
     Raises:
         ValueError: no rows for a requested source, or its configurations share no seed.
     """
-    by_source: dict[str, list[Config]] = {}
-    for config in sorted(validation):
-        by_source.setdefault(config[0], []).append(config)
+    by_source = _by_source(validation)
     chosen = {}
     for source in sources if sources is not None else sorted(by_source):
         configs = by_source.get(source)
@@ -103,9 +109,7 @@ def incomplete_choices(validation: Table) -> dict[str, tuple[list[int], dict[Con
     :func:`choose_configurations` compares on the seeds every configuration has, so on an
     unfinished grid a choice rests on fewer seeds than its table row shows.
     """
-    by_source: dict[str, list[Config]] = {}
-    for config in sorted(validation):
-        by_source.setdefault(config[0], []).append(config)
+    by_source = _by_source(validation)
     incomplete = {}
     for source, configs in by_source.items():
         seeds = [set(validation[c]) for c in configs]
