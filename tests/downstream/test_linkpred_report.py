@@ -100,9 +100,20 @@ def test_an_unfinished_grid_says_which_seeds_its_choice_used(tmp_path: Path) -> 
     assert incomplete_choices(table) == {"a": ([0, 1], {("a", "sage", "heart", "none"): [2]})}
     _grid(tmp_path)
     assert "unfinished grid" not in linkpred_report(tmp_path)
-    append_rows(tmp_path / "validation.json", "demo", [_row("clip", "sage", 9, 0.5)])
+    append_rows(tmp_path / "validation.json", "demo", [_row("clip", "mlp", 9, 0.5)])  # not the chosen one
     assert ("- **clip: unfinished grid, chosen on seeds [0, 1, 2] only** (the seeds every configuration has); "
-            "1 of its configurations have more: sage, uniform, none [9]") in linkpred_report(tmp_path)
+            "1 of its configurations have more: mlp, uniform, none [9]") in linkpred_report(tmp_path)
+
+
+def test_a_chosen_configuration_run_on_more_seeds_is_a_confirmation_not_an_unfinished_grid(tmp_path: Path) -> None:
+    _grid(tmp_path)  # clip's chosen configuration: sage (mlp is 0.05 lower on every seed)
+    append_rows(tmp_path / "validation.json", "demo", [_row("clip", "sage", 7, 0.1), _row("clip", "sage", 8, 0.1)])
+    report = linkpred_report(tmp_path)
+    assert "unfinished grid" not in report
+    assert ("- clip: chosen on seeds [0, 1, 2] (the seeds every configuration has); the chosen configuration also "
+            "ran on seeds [7, 8]") in report
+    append_rows(tmp_path / "validation.json", "demo", [_row("clip", "mlp", 9, 0.1)])  # now another has more too
+    assert "- **clip: unfinished grid, chosen on seeds [0, 1, 2] only**" in linkpred_report(tmp_path)
 
 
 def test_metric_table_refuses_two_rows_for_one_run() -> None:
