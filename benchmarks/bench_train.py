@@ -20,7 +20,6 @@ import json
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch_geometric.data import HeteroData

@@ -26,7 +26,6 @@ import hashlib
 import http.client
 import os
 import re
-import shutil
 import socket
 import tempfile
 import time

@@ -65,12 +65,10 @@ from rcml_graph.downstream.trainer import (
     LinkPredSettings,
     build_evaluation_set,
     build_training_negatives,
-    linkpred_rows,
     resolve_mode,
-    row_identity,
-    settings_label,
     train_and_evaluate,
 )
+from rcml_graph.downstream.rows import linkpred_rows, row_identity, settings_label
 
 __all__ = [
     "DECODERS",

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rcml_graph.data.amazon import RawProduct, read_products
+from rcml_graph.data.amazon import RawProduct
 from rcml_graph.data.graph import GraphSettings, build_graph
 from rcml_graph.data.products import collect_products
 from rcml_graph.data.splits import TEST, TRAIN, VAL

@@ -16,7 +16,6 @@ from rcml_graph.data.demo import generate_demo
 from rcml_graph.data.graph import GraphSettings
 from rcml_graph.data.pipeline import build_domain
 from rcml_graph.feature_cache import build_feature_cache
-from rcml_graph.model.features import ProductFeatures
 from rcml_graph.train import train
 from rcml_graph.training import TensorFeatures, load_checkpoint
 from rcml_graph.training.encoder import ConditionedEncoder
