@@ -13,6 +13,7 @@ positive on every seed, with a mean above twice the sample standard deviation.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -140,6 +141,22 @@ class PairedDifference:
         """Positive on every seed and a mean above twice the sample std (needs two seeds or more)."""
         values = list(self.per_seed.values())
         return len(values) > 1 and all(v > 0 for v in values) and self.mean > 2 * self.std
+
+    @property
+    def positive(self) -> int:
+        """How many seeds have ``a > b``."""
+        return sum(v > 0 for v in self.per_seed.values())
+
+    @property
+    def t(self) -> float:
+        """Paired t statistic, ``mean / (std / sqrt(n))`` (nan with fewer than two seeds; inf when
+        every seed has the same nonzero difference). Reported beside the rule, not part of it."""
+        n = len(self.per_seed)
+        if n < 2:
+            return float("nan")
+        if self.std == 0:
+            return math.copysign(math.inf, self.mean) if self.mean else float("nan")
+        return self.mean / (self.std / math.sqrt(n))
 
     def text(self) -> str:
         seeds = ", ".join(f"{v:+.3f}" for _, v in sorted(self.per_seed.items()))
@@ -301,8 +318,8 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
         lines.append(f"No rows for the reference features {reference!r} (present: {', '.join(chosen)}): no paired "
                      "differences; pass --reference.")
     else:
-        lines += ["| | mean ± std (per seed) | every seed > 0 and mean > 2 std | uniform difference |",
-                  "|---|---|---|---|"]
+        lines += ["| | mean ± std (per seed) | every seed > 0 and mean > 2 std | seeds > 0, paired t | "
+                  "uniform difference |", "|---|---|---|---|---|"]
     for source, config in chosen.items():
         if source == reference or reference not in chosen:
             continue
@@ -310,10 +327,10 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
             heart = paired_difference(tests["heart"], chosen[reference], config)
             uniform = paired_difference(tests["uniform"], chosen[reference], config)
         except ValueError:
-            lines.append(f"| {reference} - {source} | no shared test seed | – | – |")
+            lines.append(f"| {reference} - {source} | no shared test seed | – | – | – |")
             continue
         lines.append(f"| {reference} - {source} | {heart.text()} | {'MEETS' if heart.meets else 'no'} | "
-                     f"{uniform.text()} |")
+                     f"{heart.positive}/{len(heart.per_seed)}, t = {heart.t:.1f} | {uniform.text()} |")
     bound = budget_bound_runs(val_rows, relation)
     unaudited = unaudited_runs(validation, val_rows, relation)
     lines += ["", "### convergence", ""]
