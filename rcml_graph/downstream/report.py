@@ -247,6 +247,13 @@ def _labelled(rows: Sequence[ResultRow], path: Path) -> list[ResultRow]:
     return [replace(row, extra={**row.extra, "model": f"{row.get('model')}@{label}"}) for row in rows]
 
 
+def _tick_label(config: Config) -> str:
+    """``rcml``, the model and each of its settings, negatives and pair score on lines of their own."""
+    source, model, *rest = config
+    name, _, settings = model.partition("[")
+    return "\n".join([source, name, *filter(None, settings.rstrip("]").split(",")), ", ".join(rest)])
+
+
 def plot_chosen(directory: Folders, path: str | Path, relation: str | None = None, selection: str = "heart",
                 metric: str = "mrr") -> dict[str, dict[int, float]]:
     """Bars of each source's chosen configuration's test HeaRT ``metric`` (mean, sample-std error
@@ -259,7 +266,7 @@ def plot_chosen(directory: Folders, path: str | Path, relation: str | None = Non
     tests, validation, _ = _load(directory, relation, selection, metric)
     chosen = choose_configurations(validation)
     plotted = {source: tests["heart"].get(config, {}) for source, config in chosen.items()}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(plotted)), 4.0))
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.0 * len(plotted)), 4.8))
     for i, (source, values) in enumerate(plotted.items()):
         if not values:
             continue
@@ -267,10 +274,10 @@ def plot_chosen(directory: Folders, path: str | Path, relation: str | None = Non
         ax.bar(i, _mean(values), 0.6, yerr=spread, capsize=4, color="#9ecae1" if source != "rcml" else "#3182bd")
         ax.scatter([i] * len(values), list(values.values()), color="black", s=12, zorder=3)
     ax.set_xticks(range(len(plotted)))
-    ax.set_xticklabels([f"{s}\n{', '.join(chosen[s][1:])}" for s in plotted], fontsize=7)
+    ax.set_xticklabels([_tick_label(chosen[s]) for s in plotted], fontsize=7)
     ax.set_ylabel(f"test HeaRT {metric}")
     target = f" ({relation})" if relation else ""
-    ax.set_title(f"Link prediction{target}: configuration chosen on validation {selection}")
+    ax.set_title(f"Link prediction{target}:\nconfiguration chosen on validation {selection}", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

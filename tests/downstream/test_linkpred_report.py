@@ -13,6 +13,7 @@ import scipy.stats
 
 from rcml_graph.downstream.report import (
     PairedDifference,
+    _tick_label,
     budget_bound_runs,
     choose_configurations,
     incomplete_choices,
@@ -219,6 +220,10 @@ def test_plot_draws_each_sources_chosen_configuration(tmp_path: Path) -> None:
     plotted = plot_chosen(tmp_path, tmp_path / "chosen.png")
     assert plotted["rcml"] == pytest.approx({0: 0.40, 1: 0.42, 2: 0.41})       # sage beats mlp on validation
     assert plotted["backbone"] == pytest.approx({0: 0.38, 1: 0.30, 2: 0.40})
+    # each setting on a line of its own under the bar (one long line overlapped its neighbours')
+    assert _tick_label(("rcml", "sage[dropout=0.3,lr=0.003]", "uniform", "cosine")) == \
+        "rcml\nsage\ndropout=0.3\nlr=0.003\nuniform, cosine"
+    assert _tick_label(("clip", "sage", "uniform", "none")) == "clip\nsage\nuniform, none"
 
 
 def test_cells_in_separate_folders_compete_in_the_choice(tmp_path: Path) -> None:
