@@ -14,6 +14,7 @@ positive on every seed, with a mean above twice the sample standard deviation.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -250,8 +251,8 @@ def _labelled(rows: Sequence[ResultRow], path: Path) -> list[ResultRow]:
 def _tick_label(config: Config) -> str:
     """``rcml``, the model and each of its settings, negatives and pair score on lines of their own."""
     source, model, *rest = config
-    name, _, settings = model.partition("[")
-    return "\n".join([source, name, *filter(None, settings.rstrip("]").split(",")), ", ".join(rest)])
+    # the model label is _config's "sage[a,b]", with "@cell" after it when cells have folders (_labelled)
+    return "\n".join([source, *filter(None, re.split(r"[\[\],]", model)), ", ".join(rest)])
 
 
 def plot_chosen(directory: Folders, path: str | Path, relation: str | None = None, selection: str = "heart",
