@@ -12,7 +12,9 @@
 # rcml/unconditioned seed s is used with link-prediction seed s. Each source's multirun folder is
 # runs/magazines/linkpred_tune/<source>/<job> (one job per cell), so grids running at once do not share one.
 # Environment: RES (rows; default results/linkpred_tune), EXPORTS (default runs/magazines/emb),
-# CELLS (the grid as Hydra sweep overrides; the final phase passes one chosen cell), EXPERIMENTS
+# CELLS (the grid as Hydra sweep overrides; the final phase passes one chosen cell), CHECKPOINT_OFFSET
+# (default 0: link-prediction seed s of rcml/unconditioned reads checkpoint seed s - CHECKPOINT_OFFSET,
+# so fresh link-prediction seeds can reuse trained checkpoints, e.g. 10 for seeds 10-19), EXPERIMENTS
 # (what train trains per seed; default "rcml unconditioned"), DEVICE (link prediction and export;
 # default cpu; training takes CUDA when there is one). Independent grids may run at once, e.g.
 #   for s in rcml unconditioned clip backbone; do bash scripts/linkpred_tune.sh grid $s 0 1 2 & done; wait
@@ -23,6 +25,7 @@ CELLS=${CELLS:-linkpred.hidden_channels=64,256 linkpred.lr=0.01,0.003,0.001 link
 RUNS=${RCML_RUNS_ROOT:-runs}/magazines
 EXPERIMENTS=${EXPERIMENTS:-rcml unconditioned}
 DEVICE=${DEVICE:-cpu}
+CHECKPOINT_OFFSET=${CHECKPOINT_OFFSET:-0}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONUNBUFFERED=1
 COMMON="domain=magazines train.batch_size=256 train.hard_negatives=8 train.random_negatives=8 train.warmup_steps=10 train.val_max_queries=500 show_progress=false"
 
@@ -61,10 +64,11 @@ case "${1:-}" in
     LP="python -m rcml_graph.linkpred -m domain=magazines linkpred.features=$source linkpred.results_dir=$RES linkpred.models=[sage] linkpred.resume=true linkpred.device=$DEVICE hydra.sweep.dir=$RUNS/linkpred_tune/$source"
     if [ "$source" = rcml ] || [ "$source" = unconditioned ]; then
       for seed in "$@"; do  # one checkpoint per seed
-        t=$SECONDS
+        t=$SECONDS ckpt=$((seed - CHECKPOINT_OFFSET))
+        if [ "$ckpt" -lt 0 ]; then echo "seed $seed - CHECKPOINT_OFFSET $CHECKPOINT_OFFSET is below 0" >&2; exit 2; fi
         # shellcheck disable=SC2086  # word lists
-        $LP $setting "linkpred.checkpoint=$EXPORTS/${source}_e10_s$seed" "linkpred.seeds=[$seed]" $CELLS
-        stamp "DONE grid $source seed $seed $((SECONDS - t)) s"
+        $LP $setting "linkpred.checkpoint=$EXPORTS/${source}_e10_s$ckpt" "linkpred.seeds=[$seed]" $CELLS
+        stamp "DONE grid $source seed $seed (checkpoint seed $ckpt) $((SECONDS - t)) s"
       done
     else
       t=$SECONDS
