@@ -159,6 +159,25 @@ class PairedDifference:
             return math.copysign(math.inf, self.mean) if self.mean else float("nan")
         return self.mean / (self.std / math.sqrt(n))
 
+    @property
+    def p_t(self) -> float:
+        """One-sided p of the paired t-test (``a > b``): Student's t survival at :attr:`t` with
+        ``n - 1`` degrees of freedom (nan with fewer than two seeds)."""
+        from scipy import stats
+
+        return float("nan") if math.isnan(self.t) else float(stats.t.sf(self.t, len(self.per_seed) - 1))
+
+    @property
+    def p_wilcoxon(self) -> float:
+        """One-sided p of the Wilcoxon signed-rank test (``a > b``; scipy's exact null for small
+        samples); nan with fewer than two seeds or when every difference is zero."""
+        from scipy import stats
+
+        values = list(self.per_seed.values())
+        if len(values) < 2 or not any(values):
+            return float("nan")
+        return float(stats.wilcoxon(values, alternative="greater").pvalue)
+
     def text(self) -> str:
         seeds = ", ".join(f"{v:+.3f}" for _, v in sorted(self.per_seed.items()))
         return f"{self.mean:+.3f} ± {self.std:.3f} ({seeds})"
@@ -327,7 +346,7 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
                      "differences; pass --reference.")
     else:
         lines += ["| | mean ± std (per seed) | every seed > 0 and mean > 2 std | seeds > 0, paired t | "
-                  "uniform difference |", "|---|---|---|---|---|"]
+                  "one-sided p: t-test, Wilcoxon | uniform difference |", "|---|---|---|---|---|---|"]
     for source, config in chosen.items():
         if source == reference or reference not in chosen:
             continue
@@ -335,10 +354,11 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
             heart = paired_difference(tests["heart"], chosen[reference], config)
             uniform = paired_difference(tests["uniform"], chosen[reference], config)
         except ValueError:
-            lines.append(f"| {reference} - {source} | no shared test seed | – | – | – |")
+            lines.append(f"| {reference} - {source} | no shared test seed | – | – | – | – |")
             continue
         lines.append(f"| {reference} - {source} | {heart.text()} | {'MEETS' if heart.meets else 'no'} | "
-                     f"{heart.positive}/{len(heart.per_seed)}, t = {heart.t:.1f} | {uniform.text()} |")
+                     f"{heart.positive}/{len(heart.per_seed)}, t = {heart.t:.2f} | "
+                     f"{heart.p_t:.3f}, {heart.p_wilcoxon:.3f} | {uniform.text()} |")
     bound = budget_bound_runs(val_rows, relation)
     unaudited = unaudited_runs(validation, val_rows, relation)
     lines += ["", "### convergence", ""]

@@ -131,7 +131,19 @@ def test_paired_difference_and_the_rule() -> None:
     assert diff.mean == pytest.approx(0.25 / 3) and diff.std == pytest.approx(0.0152753, abs=1e-6)
     assert diff.meets  # every seed positive, 0.083 > 2 x 0.015
     assert diff.positive == 3
-    assert diff.t == pytest.approx(scipy.stats.ttest_1samp([0.10, 0.07, 0.08], 0.0).statistic)
+    reference = scipy.stats.ttest_1samp([0.10, 0.07, 0.08], 0.0, alternative="greater")
+    assert diff.t == pytest.approx(reference.statistic)
+    assert diff.p_t == pytest.approx(reference.pvalue)
+    # Three positive differences: the exact signed-rank null puts 1/8 on "all positive".
+    assert diff.p_wilcoxon == pytest.approx(0.125)
+    mixed = PairedDifference({0: 0.03, 1: -0.01, 2: 0.02, 3: 0.05, 4: -0.02, 5: 0.04})
+    assert mixed.p_t == pytest.approx(scipy.stats.ttest_1samp(list(mixed.per_seed.values()), 0.0,
+                                                              alternative="greater").pvalue)
+    assert mixed.p_wilcoxon == pytest.approx(scipy.stats.wilcoxon(list(mixed.per_seed.values()),
+                                                                  alternative="greater").pvalue)
+    assert PairedDifference({0: -0.1, 1: -0.2, 2: -0.15}).p_t > 0.95  # one-sided: a > b only
+    assert PairedDifference({0: 0.1, 1: 0.1}).p_t == 0.0  # t = inf
+    assert math.isnan(PairedDifference({0: 0.0, 1: 0.0}).p_wilcoxon)
     assert PairedDifference({0: 0.1, 1: -0.1}).positive == 1
     assert PairedDifference({0: 0.1, 1: 0.1}).t == math.inf
     # Positive on every seed but too spread (session 8's backbone margin: 1.6 std).
@@ -139,6 +151,7 @@ def test_paired_difference_and_the_rule() -> None:
     assert not PairedDifference({0: 0.2, 1: 0.2, 2: -0.001}).meets  # one seed negative
     single = PairedDifference({0: 0.5})
     assert not single.meets and math.isnan(single.std) and math.isnan(single.t)
+    assert math.isnan(single.p_t) and math.isnan(single.p_wilcoxon)
     with pytest.raises(ValueError, match="share no seed"):
         paired_difference({("x",) * 4: {0: 1.0}, ("y",) * 4: {1: 1.0}}, ("x",) * 4, ("y",) * 4)
 
@@ -175,8 +188,8 @@ def test_report_chooses_compares_and_audits(tmp_path: Path) -> None:
     _grid(tmp_path)
     report = linkpred_report(tmp_path, relation="also_bought")
     assert "| rcml | sage, uniform, none | 0.410 ± 0.010 | 0.410 ± 0.010 | 0.610 ± 0.010 |" in report
-    assert "| rcml - clip | +0.107 ± 0.006 (+0.100, +0.110, +0.110) | MEETS | 3/3, t = 32.0 |" in report
-    assert "| rcml - backbone | +0.050 ± 0.061 (+0.020, +0.120, +0.010) | no | 3/3, t = 1.4 |" in report
+    assert "| rcml - clip | +0.107 ± 0.006 (+0.100, +0.110, +0.110) | MEETS | 3/3, t = 32.00 | 0.000, 0.125 |" in report
+    assert "| rcml - backbone | +0.050 ± 0.061 (+0.020, +0.120, +0.010) | no | 3/3, t = 1.42 | 0.145, 0.125 |" in report
     assert "ended before patience did (not converged): backbone, sage, uniform, none seeds [0, 1, 2]" in report
     assert "not audited" not in report
     # A grid without the reference still gets its tables and choices, and says why no differences.
