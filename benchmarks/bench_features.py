@@ -144,7 +144,7 @@ def main() -> None:
                 data_hash=name, model_key={"name": args.model, "seed": 0}, batch_size=batch_size,
                 shard_size=args.shard_size, num_workers=num_workers, device=device,
                 show_progress=False, image_decoder=args.image_decoder, force=True)
-            return json.loads((cache_dir / STATS_JSON).read_text())
+            return json.loads((cache_dir / STATS_JSON).read_bytes())
 
         build("warmup", min(len(paths), 2 * batch_size))  # loader, cuDNN and nvJPEG start-up
         stats = build("timed", len(paths))

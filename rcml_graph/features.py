@@ -122,7 +122,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         force=cfg.force,
     )
     manifest_path = cache_dir / MANIFEST_JSON
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    manifest = json.loads(manifest_path.read_bytes()) if manifest_path.is_file() else None
     stats_path = cache_dir / STATS_JSON
     summary = {
         "domain": cfg.domain.name,
@@ -133,7 +133,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "products_with_image": manifest["num_with_image"] if manifest else None,
         "relations": len(data.relation_text),
         "data_hash": data_hash,
-        "build_stats": json.loads(stats_path.read_text()) if stats_path.is_file() else None,
+        "build_stats": json.loads(stats_path.read_bytes()) if stats_path.is_file() else None,
     }
     print(json.dumps(summary, indent=2))
     return summary

@@ -7,13 +7,14 @@ import hashlib
 import json
 import os
 import tempfile
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK  # what a plain open() would give; mkstemp's 0600 is too strict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+# The only way to read the umask is to set it: read once at import, put back at once.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what a plain open() would give; mkstemp's 0600 is too strict
 
 
 @contextlib.contextmanager
@@ -27,7 +28,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as handle:
+        # Text is always UTF-8 (JSON is written with ensure_ascii=False), whatever the locale.
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle  # type: ignore[misc]
             handle.flush()
             os.fsync(handle.fileno())

@@ -143,7 +143,7 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     """The manifest of a finished build, or None if absent, unreadable or inconsistent."""
     out_dir = Path(out_dir)
     try:
-        manifest = json.loads((out_dir / MANIFEST_JSON).read_text())
+        manifest = json.loads((out_dir / MANIFEST_JSON).read_bytes())
         files = manifest["files"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
         return None

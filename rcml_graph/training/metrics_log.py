@@ -26,7 +26,7 @@ class MetricsLogger:
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "metrics.csv"
         fresh = not path.exists()
-        self._file = path.open("a", newline="")
+        self._file = path.open("a", newline="", encoding="utf-8")
         self._csv = csv.writer(self._file)
         if fresh:
             self._csv.writerow(["step", "epoch", "name", "value"])
