@@ -21,6 +21,7 @@ from rcml_graph.downstream.report import (
     metric_table,
     paired_difference,
     plot_chosen,
+    plot_paired,
     unaudited_runs,
 )
 from rcml_graph.eval.results import ResultRow, append_rows
@@ -226,6 +227,25 @@ def test_script_prints_the_report_and_plots(tmp_path: Path) -> None:
     assert out == linkpred_report(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in png.parent.iterdir() if p.name != "chosen.png"]  # no temporary file left
+
+
+def test_paired_plot_draws_the_per_seed_differences(tmp_path: Path) -> None:
+    _grid(tmp_path)
+    late = [_row("random", "sage", 7, 0.1), _row("random", "sage", 7, 0.2, protocol="uniform")]
+    append_rows(tmp_path / "results.json", "demo", late)
+    append_rows(tmp_path / "validation.json", "demo", late[:1])
+    png = tmp_path / "plots" / "paired.png"
+    plotted = plot_paired(tmp_path, png)
+    assert set(plotted) == {"clip", "backbone"}  # random shares no seed with rcml: left out
+    assert plotted["clip"].per_seed == pytest.approx({0: 0.10, 1: 0.11, 2: 0.11})
+    assert plotted["backbone"].per_seed == pytest.approx({0: 0.02, 1: 0.12, 2: 0.01})
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and len(list(png.parent.iterdir())) == 1
+    script = str(REPO / "scripts" / "linkpred_table.py")
+    subprocess.run([sys.executable, script, str(tmp_path), "--plot-paired", str(tmp_path / "p2.png")],
+                   capture_output=True, text=True, check=True)
+    assert (tmp_path / "p2.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no rows for the reference features 'unconditioned'"):
+        plot_paired(tmp_path, tmp_path / "x.png", reference="unconditioned")
 
 
 def test_plot_draws_each_sources_chosen_configuration(tmp_path: Path) -> None:
