@@ -20,6 +20,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from rcml_graph.eval.results import ResultRow, load_results
 from rcml_graph.io_utils import atomic_path
@@ -275,6 +276,20 @@ def _tick_label(config: Config) -> str:
     return "\n".join([source, *filter(None, re.split(r"[\[\],]", model)), ", ".join(rest)])
 
 
+def _target(relation: str | None) -> str:
+    return f" ({relation})" if relation else ""
+
+
+def _save_png(fig: Any, path: str | Path) -> None:
+    """Lay out, write atomically as a PNG and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
 def plot_chosen(directory: Folders, path: str | Path, relation: str | None = None, selection: str = "heart",
                 metric: str = "mrr") -> dict[str, dict[int, float]]:
     """Bars of each source's chosen configuration's test HeaRT ``metric`` (mean, sample-std error
@@ -297,12 +312,8 @@ def plot_chosen(directory: Folders, path: str | Path, relation: str | None = Non
     ax.set_xticks(range(len(plotted)))
     ax.set_xticklabels([_tick_label(chosen[s]) for s in plotted], fontsize=7)
     ax.set_ylabel(f"test HeaRT {metric}")
-    target = f" ({relation})" if relation else ""
-    ax.set_title(f"Link prediction{target}:\nconfiguration chosen on validation {selection}", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    ax.set_title(f"Link prediction{_target(relation)}:\nconfiguration chosen on validation {selection}", fontsize=10)
+    _save_png(fig, path)
     return plotted
 
 
@@ -340,12 +351,8 @@ def plot_paired(directory: Folders, path: str | Path, reference: str = "rcml", r
     ax.set_xticklabels([f"{reference} - {s}\n{d.positive}/{len(d.per_seed)} > 0, t = {d.t:.2f}"
                         for s, d in differences.items()], fontsize=8)
     ax.set_ylabel(f"test HeaRT {metric} difference")
-    target = f" ({relation})" if relation else ""
-    ax.set_title(f"Paired per seed{target}: dots are seeds,\nblack the mean with its 95% t interval", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    ax.set_title(f"Paired per seed{_target(relation)}: dots are seeds,\nblack the mean with its 95% t interval", fontsize=10)
+    _save_png(fig, path)
     return differences
 
 
