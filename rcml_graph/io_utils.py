@@ -9,7 +9,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 # The only way to read the umask is to set it: read once at import, put back at once.
 _UMASK = os.umask(0)
@@ -18,7 +18,7 @@ _FILE_MODE = 0o666 & ~_UMASK  # what a plain open() would give; mkstemp's 0600 i
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[BinaryIO]:
+def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; move it into place only if the block succeeds.
 
     A crash inside the block leaves no file under the final name, so a later run can never
@@ -28,9 +28,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # Text is always UTF-8 (JSON is written with ensure_ascii=False), whatever the locale.
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
-            yield handle  # type: ignore[misc]
+        # Text is UTF-8 with "\n" line ends whatever the locale or platform: JSON is written with
+        # ensure_ascii=False, and manifests are hashed.
+        text = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        with os.fdopen(fd, mode, **text) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp_name, _FILE_MODE)
@@ -61,7 +63,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_open(path, "w") as handle:
-        handle.write(text)  # type: ignore[arg-type]
+        handle.write(text)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -62,10 +62,22 @@ case "${1:-}" in
       *) echo "unknown source '$source'; accepted: rcml, unconditioned, clip, backbone" >&2; exit 2 ;;
     esac
     LP="python -m rcml_graph.linkpred -m domain=magazines linkpred.features=$source linkpred.results_dir=$RES linkpred.models=[sage] linkpred.resume=true linkpred.device=$DEVICE hydra.sweep.dir=$RUNS/linkpred_tune/$source"
+    for seed in "$@"; do  # every seed checked before any run: a bad one must not surface hours in
+      [[ $seed =~ ^[0-9]+$ ]] || { echo "seed '$seed' is not a non-negative integer" >&2; exit 2; }
+    done
     if [ "$source" = rcml ] || [ "$source" = unconditioned ]; then
-      for seed in "$@"; do  # one checkpoint per seed
-        t=$SECONDS ckpt=$((seed - CHECKPOINT_OFFSET))
+      [[ $CHECKPOINT_OFFSET =~ ^[0-9]+$ ]] || { echo "CHECKPOINT_OFFSET '$CHECKPOINT_OFFSET' is not a non-negative integer" >&2; exit 2; }
+      for seed in "$@"; do
+        ckpt=$((10#$seed - 10#$CHECKPOINT_OFFSET))  # 10#: "08" is eight, not an octal error
         if [ "$ckpt" -lt 0 ]; then echo "seed $seed - CHECKPOINT_OFFSET $CHECKPOINT_OFFSET is below 0" >&2; exit 2; fi
+        if [ ! -f "$EXPORTS/${source}_e10_s$ckpt/manifest.json" ]; then
+          echo "seed $seed reads checkpoint seed $ckpt (CHECKPOINT_OFFSET=$CHECKPOINT_OFFSET): no export" \
+               "$EXPORTS/${source}_e10_s$ckpt; train it first (linkpred_tune.sh train $ckpt)" >&2
+          exit 2
+        fi
+      done
+      for seed in "$@"; do  # one checkpoint per seed
+        t=$SECONDS ckpt=$((10#$seed - 10#$CHECKPOINT_OFFSET))
         # shellcheck disable=SC2086  # word lists
         $LP $setting "linkpred.checkpoint=$EXPORTS/${source}_e10_s$ckpt" "linkpred.seeds=[$seed]" $CELLS
         stamp "DONE grid $source seed $seed (checkpoint seed $ckpt) $((SECONDS - t)) s"

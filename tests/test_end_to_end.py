@@ -23,17 +23,17 @@ def test_readme_main_command_on_a_small_demo(tmp_path):
     summary = json.loads(proc.stdout[proc.stdout.rindex("{\n  \"run_dir\"") :])
 
     processed = tmp_path / "data" / "demo" / "processed"
-    report = json.loads((processed / "build_report.json").read_text())
+    report = json.loads((processed / "build_report.json").read_bytes())
     assert report["graph"]["products"] == 200
     assert report["cleaning"]["duplicate_records_merged"] > 0  # the demo's designed messiness
-    images = json.loads((tmp_path / "data" / "demo" / "images" / "manifest.json").read_text())
+    images = json.loads((tmp_path / "data" / "demo" / "images" / "manifest.json").read_bytes())
     counts = images["counts"]
     assert counts["ok"] >= 150 and counts["broken"] == 0 and counts["refused"] == 0
     assert counts["ok"] + counts["missing"] == 200
 
     for checkpoint in summary["checkpoints"]:
         assert Path(checkpoint).is_file()
-    results = json.loads((Path(summary["run_dir"]) / "evaluate" / "results.json").read_text())
+    results = json.loads((Path(summary["run_dir"]) / "evaluate" / "results.json").read_bytes())
     methods = {row["method"] for row in results["rows"]}
     assert {"zero_shot", "rcml", "clip"} <= methods
     hit5 = [row for row in results["rows"] if row["task"] == "retrieval" and row["metric"] == "hit@5"

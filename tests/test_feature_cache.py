@@ -101,7 +101,7 @@ def test_shapes_dtypes_and_products_without_images(cache):
     assert torch.count_nonzero(feats.image_tokens[missing]) == 0
     assert torch.count_nonzero(feats.image_global[missing]) == 0
     assert torch.all(feats.image_global[feats.has_image].abs().sum(dim=1) > 0)
-    stats = json.loads((cache.cache_dir / "build_stats.json").read_text())
+    stats = json.loads((cache.cache_dir / "build_stats.json").read_bytes())
     assert stats["images"]["images"] == 6 and stats["images"]["unreadable"] == 1
 
 
@@ -157,7 +157,7 @@ def test_resumed_build_equals_uninterrupted_bitwise(tmp_path, backbone, image_pa
     assert not (partial / MANIFEST_JSON).exists()
     with pytest.raises(FileNotFoundError, match="incomplete"):
         FeatureCache.open(partial)
-    progress = json.loads((partial / PROGRESS_JSON).read_text())
+    progress = json.loads((partial / PROGRESS_JSON).read_bytes())
     assert progress["image_shards"] == [0] and progress["text_shards"] == [0]
 
     # Then a kill in the middle of shard 1: product 3 is written, product 5's forward fails.
@@ -173,12 +173,12 @@ def test_resumed_build_equals_uninterrupted_bitwise(tmp_path, backbone, image_pa
     with pytest.raises(RuntimeError, match="simulated kill"):
         build(partial, backbone, image_paths, batch_size=1)
     monkeypatch.undo()
-    assert json.loads((partial / PROGRESS_JSON).read_text())["image_shards"] == [0]
+    assert json.loads((partial / PROGRESS_JSON).read_bytes())["image_shards"] == [0]
     half_written = np.load(partial / "product_image_global.npy")
     assert np.any(half_written[3] != 0) and not np.any(half_written[5] != 0)
 
     build(partial, backbone, image_paths, batch_size=1)
-    stats = json.loads((partial / "build_stats.json").read_text())
+    stats = json.loads((partial / "build_stats.json").read_bytes())
     assert stats["resumed"] and stats["images"]["images"] == 4  # products 3, 5, 6, 8 (9 broken)
     FeatureCache.open(partial)
     expected, got = arrays(full), arrays(partial)
@@ -203,7 +203,7 @@ def test_rebuild_for_new_data_starts_over(tmp_path, backbone, image_paths):
     build(tmp_path, backbone, image_paths)  # same key: nothing to do
     assert (tmp_path / "product_text_global.npy").stat().st_mtime_ns == before
     build(tmp_path, backbone, image_paths, data_hash="f" * 64)
-    assert json.loads((tmp_path / "build_stats.json").read_text())["resumed"] is False
+    assert json.loads((tmp_path / "build_stats.json").read_bytes())["resumed"] is False
     assert FeatureCache.open(tmp_path).manifest["data_hash"] == "f" * 64
 
 

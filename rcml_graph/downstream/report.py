@@ -171,11 +171,18 @@ class PairedDifference:
 
     @property
     def p_wilcoxon(self) -> float:
-        """One-sided p of the Wilcoxon signed-rank test (``a > b``; scipy's exact null for small
-        samples); nan with fewer than two seeds or when every difference is zero."""
+        """One-sided p of the Wilcoxon signed-rank test (``a > b``), nan with fewer than two seeds
+        or when every difference is zero.
+
+        Differences are rounded to 1e-10 first, so that scores equal up to float rounding tie
+        rather than rank. Zero differences are dropped (scipy's ``zero_method="wilcox"``); scipy
+        (>= 1.15) then uses the exact null without ties, an exact permutation null with ties up to
+        13 seeds, and the normal approximation beyond. The smallest one-sided p of ``n`` seeds is
+        ``2**-n`` (0.125 for three).
+        """
         from scipy import stats
 
-        values = list(self.per_seed.values())
+        values = [round(v, 10) for v in self.per_seed.values()]
         if len(values) < 2 or not any(values):
             return float("nan")
         return float(stats.wilcoxon(values, alternative="greater").pvalue)
@@ -276,6 +283,10 @@ def _tick_label(config: Config) -> str:
     return "\n".join([source, *filter(None, re.split(r"[\[\],]", model)), ", ".join(rest)])
 
 
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def _target(relation: str | None) -> str:
     return f" ({relation})" if relation else ""
 
@@ -338,6 +349,8 @@ def plot_paired(directory: Folders, path: str | Path, reference: str = "rcml", r
         if source != reference:
             with contextlib.suppress(ValueError):  # no shared seed: nothing to plot for it
                 differences[source] = paired_difference(tests["heart"], chosen[reference], config)
+    if not differences:
+        raise ValueError(f"no source shares a test seed with {reference!r}: nothing to plot")
     fig, ax = plt.subplots(figsize=(max(4.5, 1.8 * len(differences)), 4.2))
     ax.axhline(0.0, color="grey", linewidth=1)
     for i, (source, diff) in enumerate(differences.items()):
@@ -409,7 +422,7 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
             continue
         lines.append(f"| {reference} - {source} | {heart.text()} | {'MEETS' if heart.meets else 'no'} | "
                      f"{heart.positive}/{len(heart.per_seed)}, t = {heart.t:.2f} | "
-                     f"{heart.p_t:.3f}, {heart.p_wilcoxon:.3f} | {uniform.text()} |")
+                     f"{_p(heart.p_t)}, {_p(heart.p_wilcoxon)} | {uniform.text()} |")
     bound = budget_bound_runs(val_rows, relation)
     unaudited = unaudited_runs(validation, val_rows, relation)
     lines += ["", "### convergence", ""]

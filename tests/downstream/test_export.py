@@ -42,7 +42,7 @@ def test_export_round_trip_and_attach(tmp_path) -> None:
     # The known description is desc 4; the new string is skipped (the oracle cannot embed text).
     expected4 = fused_embedding(encoder.encode(products, torch.full_like(products, 4)))
     assert torch.allclose(export.tensors["description/0"], expected4, atol=1e-6)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_bytes())
     assert manifest["skipped_descriptions"][0]["text"] == "a brand-new relation"
     assert manifest["checkpoint"]["sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert manifest["graph_sha256"] == "abc"

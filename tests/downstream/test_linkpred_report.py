@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 import subprocess
@@ -140,8 +141,14 @@ def test_paired_difference_and_the_rule() -> None:
     mixed = PairedDifference({0: 0.03, 1: -0.01, 2: 0.02, 3: 0.05, 4: -0.02, 5: 0.04})
     assert mixed.p_t == pytest.approx(scipy.stats.ttest_1samp(list(mixed.per_seed.values()), 0.0,
                                                               alternative="greater").pvalue)
-    assert mixed.p_wilcoxon == pytest.approx(scipy.stats.wilcoxon(list(mixed.per_seed.values()),
-                                                                  alternative="greater").pvalue)
+    # The exact null by hand: |d| ranks 0.01 -> 1, the two 0.02s (one of each sign) -> 2.5 each,
+    # 0.03 -> 4, 0.04 -> 5, 0.05 -> 6; W+ sums the positive differences' ranks, and under the null
+    # each of the 2**6 sign patterns is equally likely.
+    ranks = {0.01: 1, 0.02: 2.5, 0.03: 4, 0.04: 5, 0.05: 6}
+    observed = ranks[0.03] + ranks[0.02] + ranks[0.05] + ranks[0.04]  # 17.5
+    patterns = [sum(r for r, sign in zip((1, 2.5, 2.5, 4, 5, 6), bits) if sign)
+                for bits in itertools.product((0, 1), repeat=6)]
+    assert mixed.p_wilcoxon == pytest.approx(sum(w >= observed for w in patterns) / 64)
     assert PairedDifference({0: -0.1, 1: -0.2, 2: -0.15}).p_t > 0.95  # one-sided: a > b only
     assert PairedDifference({0: 0.1, 1: 0.1}).p_t == 0.0  # t = inf
     assert math.isnan(PairedDifference({0: 0.0, 1: 0.0}).p_wilcoxon)
@@ -189,7 +196,7 @@ def test_report_chooses_compares_and_audits(tmp_path: Path) -> None:
     _grid(tmp_path)
     report = linkpred_report(tmp_path, relation="also_bought")
     assert "| rcml | sage, uniform, none | 0.410 ± 0.010 | 0.410 ± 0.010 | 0.610 ± 0.010 |" in report
-    assert "| rcml - clip | +0.107 ± 0.006 (+0.100, +0.110, +0.110) | MEETS | 3/3, t = 32.00 | 0.000, 0.125 |" in report
+    assert "| rcml - clip | +0.107 ± 0.006 (+0.100, +0.110, +0.110) | MEETS | 3/3, t = 32.00 | <0.001, 0.125 |" in report
     assert "| rcml - backbone | +0.050 ± 0.061 (+0.020, +0.120, +0.010) | no | 3/3, t = 1.42 | 0.145, 0.125 |" in report
     assert "ended before patience did (not converged): backbone, sage, uniform, none seeds [0, 1, 2]" in report
     assert "not audited" not in report
@@ -246,6 +253,13 @@ def test_paired_plot_draws_the_per_seed_differences(tmp_path: Path) -> None:
     assert (tmp_path / "p2.png").stat().st_size > 0
     with pytest.raises(ValueError, match="no rows for the reference features 'unconditioned'"):
         plot_paired(tmp_path, tmp_path / "x.png", reference="unconditioned")
+    lonely = tmp_path / "lonely"
+    rows = [_row("rcml", "sage", 0, 0.4), _row("random", "sage", 7, 0.1)]
+    append_rows(lonely / "results.json", "demo", rows)
+    append_rows(lonely / "validation.json", "demo", rows)
+    with pytest.raises(ValueError, match="no source shares a test seed with 'rcml'"):
+        plot_paired(lonely, lonely / "x.png")
+    assert not (lonely / "x.png").exists()
 
 
 def test_plot_draws_each_sources_chosen_configuration(tmp_path: Path) -> None:
