@@ -26,11 +26,14 @@ def main() -> None:
     parser.add_argument("--relation", default=None, help="target kind of the rows (default: every row)")
     parser.add_argument("--selection", default="heart", choices=("heart", "uniform"),
                         help="validation protocol that chooses each source's configuration (default: heart)")
+    parser.add_argument("--seed-groups", type=int, default=None, metavar="N",
+                        help="seeds equal modulo N share a checkpoint: also test the per-group means")
     parser.add_argument("--plot", default=None, help="also write a PNG of each source's chosen configuration")
     parser.add_argument("--plot-paired", default=None,
                         help="also write a PNG of the per-seed differences, reference minus each source")
     args = parser.parse_args()
-    print(linkpred_report(args.directory, args.reference, args.relation, args.selection), end="")
+    print(linkpred_report(args.directory, args.reference, args.relation, args.selection, seed_groups=args.seed_groups),
+          end="")
     if args.plot:
         plot_chosen(args.directory, args.plot, args.relation, args.selection)
     if args.plot_paired:

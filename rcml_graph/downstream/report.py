@@ -187,6 +187,17 @@ class PairedDifference:
             return float("nan")
         return float(stats.wilcoxon(values, alternative="greater").pvalue)
 
+    def grouped(self, period: int) -> PairedDifference:
+        """The mean difference of each group of seeds equal modulo ``period``, keyed by ``seed %
+        period``: seeds that share a checkpoint (link-prediction seed ``s`` on checkpoint ``s mod
+        period``) are not independent, so a test over them counts one checkpoint several times."""
+        if period < 1:
+            raise ValueError(f"period must be a positive number of seeds; got {period}")
+        groups: dict[int, list[float]] = {}
+        for seed, value in self.per_seed.items():
+            groups.setdefault(seed % period, []).append(value)
+        return PairedDifference({g: statistics.fmean(v) for g, v in sorted(groups.items())})
+
     def text(self) -> str:
         seeds = ", ".join(f"{v:+.3f}" for _, v in sorted(self.per_seed.items()))
         return f"{self.mean:+.3f} ± {self.std:.3f} ({seeds})"
@@ -283,6 +294,12 @@ def _tick_label(config: Config) -> str:
     return "\n".join([source, *filter(None, re.split(r"[\[\],]", model)), ", ".join(rest)])
 
 
+def _paired_row(label: str, heart: PairedDifference, uniform: PairedDifference) -> str:
+    return (f"| {label} | {heart.text()} | {'MEETS' if heart.meets else 'no'} | "
+            f"{heart.positive}/{len(heart.per_seed)}, t = {heart.t:.2f} | "
+            f"{_p(heart.p_t)}, {_p(heart.p_wilcoxon)} | {uniform.text()} |")
+
+
 def _p(value: float) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
@@ -370,7 +387,7 @@ def plot_paired(directory: Folders, path: str | Path, reference: str = "rcml", r
 
 
 def linkpred_report(directory: Folders, reference: str = "rcml", relation: str | None = None,
-                    selection: str = "heart", metric: str = "mrr") -> str:
+                    selection: str = "heart", metric: str = "mrr", seed_groups: int | None = None) -> str:
     """Markdown report of a link-prediction grid in ``directory`` (``results.json`` and ``validation.json``).
 
     Args:
@@ -381,6 +398,8 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
         relation: Only rows of this target kind (None: all; give it when a folder holds several).
         selection: Validation protocol that chooses each source's configuration (``heart``).
         metric: The metric of the tables and of the choice (``mrr``).
+        seed_groups: Seeds equal modulo this share a checkpoint: each comparison also gets a row
+            over the per-group means (:meth:`PairedDifference.grouped`). None: seeds independent.
     """
     tests, validation, val_rows = _load(directory, relation, selection, metric)
     chosen = choose_configurations(validation)
@@ -420,9 +439,13 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
         except ValueError:
             lines.append(f"| {reference} - {source} | no shared test seed | – | – | – | – |")
             continue
-        lines.append(f"| {reference} - {source} | {heart.text()} | {'MEETS' if heart.meets else 'no'} | "
-                     f"{heart.positive}/{len(heart.per_seed)}, t = {heart.t:.2f} | "
-                     f"{_p(heart.p_t)}, {_p(heart.p_wilcoxon)} | {uniform.text()} |")
+        lines.append(_paired_row(f"{reference} - {source}", heart, uniform))
+        if seed_groups is not None:
+            sizes = sorted({sum(1 for s in heart.per_seed if s % seed_groups == g)
+                            for g in {s % seed_groups for s in heart.per_seed}})
+            lines.append(_paired_row(f"{reference} - {source}, means of seeds equal mod {seed_groups} "
+                                     f"(seeds per group: {'-'.join(map(str, sizes))})",
+                                     heart.grouped(seed_groups), uniform.grouped(seed_groups)))
     bound = budget_bound_runs(val_rows, relation)
     unaudited = unaudited_runs(validation, val_rows, relation)
     lines += ["", "### convergence", ""]

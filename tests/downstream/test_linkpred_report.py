@@ -157,6 +157,11 @@ def test_paired_difference_and_the_rule() -> None:
     # Positive on every seed but too spread (session 8's backbone margin: 1.6 std).
     assert not PairedDifference({0: 0.088, 1: 0.075, 2: 0.019}).meets
     assert not PairedDifference({0: 0.2, 1: 0.2, 2: -0.001}).meets  # one seed negative
+    # Seeds 20-23 on checkpoints 0, 1, 0, 1 (s mod 2): one mean per checkpoint.
+    shared = PairedDifference({20: 0.1, 21: 0.3, 22: 0.2, 23: 0.5}).grouped(2)
+    assert shared.per_seed == pytest.approx({0: 0.15, 1: 0.4})
+    with pytest.raises(ValueError, match="period must be a positive"):
+        shared.grouped(0)
     single = PairedDifference({0: 0.5})
     assert not single.meets and math.isnan(single.std) and math.isnan(single.t)
     assert math.isnan(single.p_t) and math.isnan(single.p_wilcoxon)
@@ -200,6 +205,10 @@ def test_report_chooses_compares_and_audits(tmp_path: Path) -> None:
     assert "| rcml - backbone | +0.050 ± 0.061 (+0.020, +0.120, +0.010) | no | 3/3, t = 1.42 | 0.145, 0.125 |" in report
     assert "ended before patience did (not converged): backbone, sage, uniform, none seeds [0, 1, 2]" in report
     assert "not audited" not in report
+    grouped = linkpred_report(tmp_path, relation="also_bought", seed_groups=2)  # seeds 0, 2 | 1
+    assert ("| rcml - clip, means of seeds equal mod 2 (seeds per group: 1-2) | +0.107 ± 0.004 (+0.105, +0.110)"
+            in grouped)
+    assert "means of seeds equal mod" not in report
     # A grid without the reference still gets its tables and choices, and says why no differences.
     other = linkpred_report(tmp_path, reference="unconditioned")
     assert "No rows for the reference features 'unconditioned' (present: backbone, clip, rcml)" in other
