@@ -17,6 +17,7 @@ import contextlib
 import math
 import re
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -441,8 +442,7 @@ def linkpred_report(directory: Folders, reference: str = "rcml", relation: str |
             continue
         lines.append(_paired_row(f"{reference} - {source}", heart, uniform))
         if seed_groups is not None:
-            sizes = sorted({sum(1 for s in heart.per_seed if s % seed_groups == g)
-                            for g in {s % seed_groups for s in heart.per_seed}})
+            sizes = sorted(set(Counter(s % seed_groups for s in heart.per_seed).values()))
             lines.append(_paired_row(f"{reference} - {source}, means of seeds equal mod {seed_groups} "
                                      f"(seeds per group: {'-'.join(map(str, sizes))})",
                                      heart.grouped(seed_groups), uniform.grouped(seed_groups)))
