@@ -32,6 +32,7 @@ from rcml_graph.relations import SELF_RELATION_TEXT, edge_type, reverse_edge_typ
 from rcml_graph.training import (
     HeadOptions,
     TensorFeatures,
+    autocast_dtype,
     build_loss,
     build_optimizer,
     build_sampler,
@@ -68,6 +69,12 @@ def random_graph(num_products: int, degree: int, num_descriptions: int, seed: in
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def step_autocast(device: torch.device, args: argparse.Namespace) -> torch.autocast:
+    """bf16 autocast as ``rcml_graph.train`` does: on CUDA, and on the CPU with ``--amp-cpu``."""
+    dtype = autocast_dtype(device, "bfloat16", args.amp_cpu)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def loss_options(head: torch.nn.Module, args: argparse.Namespace) -> dict[str, object]:
@@ -107,14 +114,14 @@ def bench_variant(name: str, args: argparse.Namespace, data: HeteroData, source:
     loss_fn = build_loss(variant, compile_loss=args.compile_loss)
     if not args.raw_tokens:
         # As rcml_graph.train does: a conditioned head reads tokens normalised once (bf16 on CUDA).
-        source = prepare_frozen_source(source, head, device, "bfloat16")  # type: ignore[assignment]
+        source = prepare_frozen_source(source, head, device, "bfloat16", args.amp_cpu)  # type: ignore[assignment]
     # CLIP gets the same number of products per batch as RCML touches (anchors + targets).
     batch = args.batch if pairs == "relations" else args.batch * 2
     sampler = build_sampler(data, pairs, batch_size=batch, positives_per_anchor=4, seed=0, device=device,
                             hard_negatives=args.hard_negatives)
     batches = [sampler.batch_at(0, i) for i in range(min(len(sampler), args.steps + args.warmup))]
     options = loss_options(head, args)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = step_autocast(device, args)
 
     def one_step(b) -> int:
         with amp:
@@ -206,7 +213,7 @@ def bench_finetune(name: str, args: argparse.Namespace, device: torch.device) ->
         total = args.ft_steps + args.ft_warmup
         batches = [sampler.batch_at(epoch, i) for epoch in range(total // max(len(sampler), 1) + 1)
                    for i in range(len(sampler))][:total]
-        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        amp = step_autocast(device, args)
         options = loss_options(head, args)
 
         def one_step(b):
@@ -276,6 +283,8 @@ def main() -> None:
                         help="weight of the relation-free auxiliary loss, conditioned heads (training default)")
     parser.add_argument("--compile-loss", action="store_true",
                         help="torch.compile the loss's stacked terms (train.compile_loss)")
+    parser.add_argument("--amp-cpu", action="store_true",
+                        help="bf16 autocast on the CPU too (train.amp_cpu); CUDA always autocasts")
     parser.add_argument("--raw-tokens", action="store_true",
                         help="frozen mode: mask and layer-normalise the fp32 tokens every step (before session 6) "
                              "instead of once up front")

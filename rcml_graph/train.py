@@ -196,7 +196,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not head.global_only and variant.relation_mode == "description":
         head.cache_descriptions(description_table)
     if t.backbone != "finetune":
-        source = prepare_frozen_source(source, head, device, t.amp_dtype)
+        source = prepare_frozen_source(source, head, device, t.amp_dtype, t.amp_cpu)
     loss_fn = build_loss(variant, t.w_inter, t.w_intra, t.mask_false_negatives,
                          compile_loss=resolve_compile(t.compile_loss, device, not head.global_only))
     sampler = build_sampler(data, pairs, batch_size=t.batch_size,
@@ -232,7 +232,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         graph_false_negatives=t.graph_false_negatives, random_negatives=t.random_negatives,
         w_global=t.w_global,
         validate_before=t.validate_before,
-        amp_dtype=t.amp_dtype, show_progress=t.show_progress and cfg.show_progress,
+        amp_dtype=t.amp_dtype, amp_cpu=t.amp_cpu, show_progress=t.show_progress and cfg.show_progress,
         tensorboard=t.tensorboard, log_every=t.log_every,
     )
     log.info("training %s (%s pairs) on %s: %d products, %d batches/epoch, run dir %s",

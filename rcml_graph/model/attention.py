@@ -203,16 +203,44 @@ class RelationCrossAttention(nn.Module):
         else:
             key_value = F.linear(normed, weight, bias).view(num_rows, length, 2, self.num_heads, head_dim)
             key, value = key_value.permute(2, 0, 3, 1, 4).unbind(0)  # (N, H, L, d) each
-            with self._sdpa_context():
-                attended = F.scaled_dot_product_attention(
-                    padded,
-                    key,
-                    value,
-                    attn_mask=attend[:, None, None, :],  # (N, 1, 1, L) broadcast over heads and queries
-                    dropout_p=self.dropout if self.training else 0.0,
-                )  # (N, H, K, d)
+            if self._explicit(tokens.device):
+                attended = self._attend_explicit(padded, key, value, attend)
+            else:
+                attended = self._attend_sdpa(padded, key, value, attend)
         attended = attended.transpose(1, 2)[token_index, slot].reshape(num_views, self.d_model)  # (V, d_model)
         empty = empty_row[token_index]  # (V,)
         out = self.out_proj(attended)  # (V, out_dim)
         out = torch.where(empty[:, None], torch.zeros_like(out), out)
         return out, empty
+
+    def _attend_sdpa(self, query: Tensor, key: Tensor, value: Tensor, attend: Tensor) -> Tensor:
+        """:func:`~torch.nn.functional.scaled_dot_product_attention` of ``(N, H, K, d)`` queries
+        over ``(N, H, L, d)`` keys/values, ``attend (N, L)``; returns ``(N, H, K, d)``."""
+        with self._sdpa_context():
+            return F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=attend[:, None, None, :],  # (N, 1, 1, L) broadcast over heads and queries
+                dropout_p=self.dropout if self.training else 0.0,
+            )  # (N, H, K, d)
+
+    #: Under CPU autocast, attend with explicit matmuls instead of SDPA: PyTorch's CPU flash
+    #: kernel is ~3x slower in bf16 than two bf16 batched matmuls and a float32 softmax, most
+    #: of it in the backward (one RCML demo-sized call, 2,750 products x 4 heads x 16 queries x
+    #: 49 keys, 1 thread: 1,160 vs 390 ms forward + backward; docs/benchmarks.md, session 15).
+    cpu_autocast_explicit: bool = True
+
+    def _explicit(self, device: torch.device) -> bool:
+        return self.cpu_autocast_explicit and device.type == "cpu" and torch.is_autocast_enabled("cpu")
+
+    def _attend_explicit(self, query: Tensor, key: Tensor, value: Tensor, attend: Tensor) -> Tensor:
+        """The same attention as :meth:`_attend_sdpa`, written out: scores and mixing as batched
+        matmuls in the autocast dtype, the masked softmax in float32. Shapes as there."""
+        head_dim = query.shape[-1]
+        scores = torch.matmul(query, key.transpose(-1, -2)).float() * head_dim**-0.5  # (N, H, K, L)
+        scores = scores.masked_fill(~attend[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if self.training and self.dropout > 0:
+            weights = F.dropout(weights, self.dropout)
+        return torch.matmul(weights.to(value.dtype), value)  # (N, H, K, d)

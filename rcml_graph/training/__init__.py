@@ -9,7 +9,13 @@ from rcml_graph.training.loop import FitOptions, fit
 from rcml_graph.training.pairs import SelfPairSampler, self_pair_batch, shard_pairs
 from rcml_graph.training.schedule import build_optimizer, build_scheduler, warmup_cosine_factor
 from rcml_graph.training.setup import HeadOptions, build_loss, build_sampler, head_kwargs, resolve_pairs
-from rcml_graph.training.sources import FeatureSource, TensorFeatures, prepare_frozen_source, random_features
+from rcml_graph.training.sources import (
+    FeatureSource,
+    TensorFeatures,
+    autocast_dtype,
+    prepare_frozen_source,
+    random_features,
+)
 from rcml_graph.training.step import pair_loss
 from rcml_graph.training.validation import RetrievalValidator, retrieval_queries
 
@@ -31,6 +37,7 @@ __all__ = [
     "init_distributed",
     "load_checkpoint",
     "pair_loss",
+    "autocast_dtype",
     "prepare_frozen_source",
     "random_features",
     "resolve_pairs",

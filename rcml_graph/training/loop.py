@@ -45,7 +45,7 @@ from rcml_graph.training.finetune import step_description_table
 from rcml_graph.training.metrics_log import MetricsLogger
 from rcml_graph.training.pairs import shard_pairs
 from rcml_graph.training.schedule import build_optimizer, build_scheduler
-from rcml_graph.training.sources import FeatureSource
+from rcml_graph.training.sources import FeatureSource, autocast_dtype
 from rcml_graph.training.step import pair_loss
 from rcml_graph.training.validation import RetrievalValidator
 
@@ -85,6 +85,8 @@ class FitOptions:
         w_global: weight of the auxiliary relation-free loss of conditioned heads.
         validate_before: score the untrained model first (``init/...`` metrics).
         amp_dtype: autocast dtype on CUDA (``bfloat16``) or None for fp32.
+        amp_cpu: autocast on the CPU too (``amp_dtype`` must be ``bfloat16``); see
+            :func:`rcml_graph.training.sources.autocast_dtype`.
         show_progress: tqdm bar with loss and pairs/s.
         tensorboard: write TensorBoard events next to ``metrics.csv``.
         log_every: steps between train-loss rows.
@@ -106,6 +108,7 @@ class FitOptions:
     w_global: float = 0.0
     validate_before: bool = True
     amp_dtype: str | None = None
+    amp_cpu: bool = False
     show_progress: bool = True
     tensorboard: bool = True
     log_every: int = 10
@@ -266,9 +269,9 @@ def fit(
         total_steps = min(total_steps, options.max_steps)
     scheduler = build_scheduler(optimizer, min(options.warmup_steps, max(total_steps - 1, 0)),
                                 max(total_steps, 1), options.min_lr_ratio)
-    use_amp = options.amp_dtype is not None and device.type == "cuda"
-    amp_dtype = getattr(torch, options.amp_dtype) if use_amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    amp_dtype = autocast_dtype(device, options.amp_dtype, options.amp_cpu)
+    use_amp = amp_dtype is not None
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype == torch.float16)
 
     start_epoch, step = 0, 0
     stopping = _EarlyStopping()

@@ -98,14 +98,39 @@ def random_features(
     )
 
 
+#: ``train.amp_dtype`` values.
+AMP_DTYPES = ("bfloat16", "float16")
+
+
+def autocast_dtype(device: torch.device, amp_dtype: str | None, amp_cpu: bool = False) -> torch.dtype | None:
+    """The dtype training steps autocast to on ``device``, or None (float32).
+
+    ``amp_dtype`` applies on CUDA; on the CPU only with ``amp_cpu`` and only ``bfloat16`` (CPU
+    autocast has no float16 loss scaling here). Worth it on CPUs with native bf16 arithmetic
+    (AVX512-BF16, AMX): the step's big matmuls run ~2x faster (docs/benchmarks.md, session 15).
+    """
+    if amp_dtype is None:
+        return None
+    if amp_dtype not in AMP_DTYPES:
+        raise ValueError(f"train.amp_dtype={amp_dtype!r}; accepted: {', '.join(AMP_DTYPES)} or null")
+    if device.type == "cuda":
+        return getattr(torch, amp_dtype)
+    if device.type == "cpu" and amp_cpu:
+        if amp_dtype != "bfloat16":
+            raise ValueError(f"train.amp_cpu=true needs train.amp_dtype=bfloat16; got {amp_dtype!r}")
+        return torch.bfloat16
+    return None
+
+
 def prepare_frozen_source(source: FeatureSource, head: torch.nn.Module, device: torch.device,
-                          amp_dtype: str | None) -> FeatureSource:
+                          amp_dtype: str | None, amp_cpu: bool = False) -> FeatureSource:
     """The frozen-backbone source a training run reads: a preloaded table (:class:`TensorFeatures`)
     of a relation-conditioned head gets its tokens normalised once, stored in the autocast dtype
-    when training under CUDA autocast (what the attention's matmuls read anyway) and in float32
-    otherwise. Other sources are returned as they are (a global-only head reads no tokens)."""
+    when training under autocast (:func:`autocast_dtype`: what the attention's matmuls read
+    anyway) and in float32 otherwise. Other sources are returned as they are (a global-only head
+    reads no tokens)."""
     if not isinstance(source, TensorFeatures) or getattr(head, "global_only", True):
         return source
     eps = head.token_norm_eps
-    dtype = getattr(torch, amp_dtype) if amp_dtype is not None and device.type == "cuda" else torch.float32
+    dtype = autocast_dtype(device, amp_dtype, amp_cpu) or torch.float32
     return source.with_normalized_tokens(eps, dtype)

@@ -185,3 +185,47 @@ def test_folded_layer_norm_affine_matches_unfolded_reference() -> None:
     torch.testing.assert_close(out, expected)
     for (name, _), got, want in zip(attn.named_parameters(), grads, expected_grads):
         torch.testing.assert_close(got, want, msg=name)
+
+
+def test_explicit_attention_equals_sdpa_values_and_gradients() -> None:
+    """The CPU-autocast formulation (explicit matmuls, float32 softmax) is the same attention."""
+    torch.manual_seed(5)
+    attn = _attention(num_heads=2)
+    query = torch.randn(3, 2, 4, 4, requires_grad=True)  # (N, H, K, d)
+    key = torch.randn(3, 2, 6, 4, requires_grad=True)  # (N, H, L, d)
+    value = torch.randn(3, 2, 6, 4, requires_grad=True)
+    attend = torch.ones(3, 6, dtype=torch.bool)
+    attend[0, 2:] = False
+    attend[1, :5] = False
+    grads = []
+    for fn in (attn._attend_sdpa, attn._attend_explicit):
+        out = fn(query, key, value, attend)
+        (out * torch.arange(4.0)).sum().backward()
+        grads.append([out.detach()] + [t.grad.clone() for t in (query, key, value)])
+        for t in (query, key, value):
+            t.grad = None
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_autocast_uses_explicit_attention_close_to_sdpa() -> None:
+    attn = RelationCrossAttention(relation_dim=6, token_dim=5, out_dim=4, d_model=8, num_heads=2)
+    attn.attention_path = "projected"
+    torch.nn.init.normal_(attn.out_proj.weight)
+    relation, tokens = torch.randn(7, 6), torch.randn(3, 6, 5)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    token_index = torch.tensor([0, 1, 1, 0, 2, 1, 0])
+    assert not attn._explicit(torch.device("cpu"))
+    outputs = []
+    for explicit in (False, True):
+        attn.cpu_autocast_explicit = explicit
+        attn.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert attn._explicit(torch.device("cpu")) is explicit
+            out, _ = attn(relation, tokens, mask, token_index)
+        out.float().sum().backward()
+        outputs.append((out.float().detach(), attn.key_proj.weight.grad.clone()))
+    (sdpa_out, sdpa_grad), (explicit_out, explicit_grad) = outputs
+    torch.testing.assert_close(explicit_out, sdpa_out, rtol=0.03, atol=0.03)  # bf16 rounding
+    torch.testing.assert_close(explicit_grad, sdpa_grad, rtol=0.05, atol=0.05)

@@ -66,6 +66,26 @@ def test_learning_raises_val_hit5_above_untrained(demo, tmp_path):
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
 
 
+def test_cpu_bf16_autocast_trains_under_autocast_and_learns(demo, tmp_path, monkeypatch):
+    from rcml_graph.model.head import RCMLHead
+
+    seen: list[tuple[bool, torch.dtype]] = []
+    encode_views = RCMLHead.encode_views
+
+    def spy(self, products, *args, **kwargs):
+        seen.append((torch.is_autocast_enabled("cpu"), products.image_tokens.dtype))
+        return encode_views(self, products, *args, **kwargs)
+
+    monkeypatch.setattr(RCMLHead, "encode_views", spy)
+    metrics = train(make_cfg(demo, tmp_path, "train.epochs=6", "train.lr=1e-2", "train.patience=null",
+                             "train.amp_cpu=true"))
+    # Training steps ran under bf16 autocast on tokens normalised once and stored in bf16;
+    # validation reads the same table outside autocast.
+    assert (True, torch.bfloat16) in seen and (False, torch.bfloat16) in seen
+    assert {dtype for _, dtype in seen} == {torch.bfloat16}
+    assert metrics["best/val/hit@5"] >= metrics["init/val/hit@5"] + 0.1
+
+
 def test_resume_after_kill_matches_uninterrupted_run(demo, tmp_path):
     common = ("train.epochs=2", "train.patience=null", "train.max_steps=null")
     full = train(make_cfg(demo, tmp_path / "full", *common))

@@ -125,6 +125,21 @@ def test_resolve_compile_settings() -> None:
         resolve_compile("sometimes", cpu)
 
 
+def test_autocast_dtype_settings() -> None:
+    from rcml_graph.training import autocast_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert autocast_dtype(cuda, "bfloat16") is torch.bfloat16
+    assert autocast_dtype(cuda, "float16") is torch.float16
+    assert autocast_dtype(cpu, "bfloat16") is None  # CPU steps stay float32 unless asked
+    assert autocast_dtype(cpu, "bfloat16", amp_cpu=True) is torch.bfloat16
+    assert autocast_dtype(cpu, None, amp_cpu=True) is None and autocast_dtype(cuda, None) is None
+    with pytest.raises(ValueError, match="train.amp_cpu=true needs train.amp_dtype=bfloat16; got 'float16'"):
+        autocast_dtype(cpu, "float16", amp_cpu=True)
+    with pytest.raises(ValueError, match="train.amp_dtype='fp8'; accepted: bfloat16, float16 or null"):
+        autocast_dtype(cuda, "fp8")
+
+
 def test_compiled_loss_terms_equal_eager_across_batch_sizes() -> None:
     """``train.compile_loss`` (torch.compile, dynamic shapes) on the CPU: same loss and gradients
     as the eager terms, for batches of different sizes (the number of pairs changes every step)."""
