@@ -227,8 +227,9 @@ class RelationCrossAttention(nn.Module):
 
     #: Under CPU autocast, attend with explicit matmuls instead of SDPA: PyTorch's CPU flash
     #: kernel is ~3x slower in bf16 than two bf16 batched matmuls and a float32 softmax, most
-    #: of it in the backward (one RCML demo-sized call, 2,750 products x 4 heads x 16 queries x
-    #: 49 keys, 1 thread: 1,160 vs 390 ms forward + backward; docs/benchmarks.md, session 15).
+    #: of it in the backward (a demo-sized call, 2,750 products x 4 heads x 16 queries x 49
+    #: keys, 1 thread: 1,945 vs 703 ms forward + backward on a loaded 2-core box;
+    #: benchmarks/bench_attention_cpu.py, benchmarks/results/attention_cpu_s15.json).
     cpu_autocast_explicit: bool = True
 
     def _explicit(self, device: torch.device) -> bool:
