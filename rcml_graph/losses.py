@@ -131,8 +131,10 @@ def info_nce(
     positive = positive | ~valid_rows[:, None]
     logits = logits.masked_fill(~valid_rows[:, None], 0.0).masked_fill(excluded, float("-inf"))
 
-    log_denominator = torch.logsumexp(logits, dim=1)  # (N,)
-    log_numerator = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), dim=1)  # (N,)
+    # In float32 (a no-op outside autocast): CUDA autocast runs logsumexp in float32, CPU
+    # autocast would keep bf16; this keeps both the same.
+    log_denominator = torch.logsumexp(logits.float(), dim=1)  # (N,)
+    log_numerator = torch.logsumexp(logits.masked_fill(~positive, float("-inf")).float(), dim=1)  # (N,)
     per_row = (log_denominator - log_numerator) * valid_rows
     return per_row.sum() / valid_rows.sum().clamp(min=1)
 
@@ -155,7 +157,8 @@ def _info_nce_single_positive(logits: Tensor, targets: Tensor, false_negative_ma
     excluded[rows, targets] = False  # a positive is never masked
     # Invalid rows keep finite logits (zeros) so that no -inf - -inf NaN can arise.
     logits = torch.where(valid_rows[:, None], logits.masked_fill(excluded, float("-inf")), 0.0)
-    per_row = (torch.logsumexp(logits, dim=1) - logits[rows, targets]) * valid_rows
+    # logsumexp in float32 under CPU autocast too, as CUDA autocast does (see info_nce).
+    per_row = (torch.logsumexp(logits.float(), dim=1) - logits[rows, targets]) * valid_rows
     return per_row.sum() / valid_rows.sum().clamp(min=1)
 
 
@@ -201,14 +204,15 @@ def _stacked_symmetric_info_nce(
     backward_excluded = shared[None] | ~a_valid[:, :, None]  # (T, P, P): row i is no candidate
     for excluded in (forward_excluded, backward_excluded):
         excluded.diagonal(dim1=1, dim2=2).fill_(False)
-    forward_lse = torch.logsumexp(logits.masked_fill(forward_excluded, float("-inf")), dim=2)  # (T, P)
-    backward_lse = torch.logsumexp(logits.masked_fill(backward_excluded, float("-inf")), dim=1)  # (T, P)
+    # logsumexp in float32 under CPU autocast too, as CUDA autocast does (see info_nce).
+    forward_lse = torch.logsumexp(logits.masked_fill(forward_excluded, float("-inf")).float(), dim=2)  # (T, P)
+    backward_lse = torch.logsumexp(logits.masked_fill(backward_excluded, float("-inf")).float(), dim=1)  # (T, P)
     if extra_b is not None:
         extra = torch.einsum("tpe,tpme->tpm", a, extra_b) * logit_scale  # (T, P, M)
         if extra_valid is not None:
             # A finite floor, not -inf: a row of padding only would make logsumexp's gradient NaN.
             extra = extra.masked_fill(~extra_valid.bool(), torch.finfo(extra.dtype).min)
-        forward_lse = torch.logaddexp(forward_lse, torch.logsumexp(extra, dim=2))
+        forward_lse = torch.logaddexp(forward_lse, torch.logsumexp(extra.float(), dim=2))
     valid = (a_valid & b_valid).to(forward_lse.dtype)  # (T, P)
     count = valid.sum(dim=1).clamp(min=1)
     forward = ((forward_lse - positive) * valid).sum(dim=1) / count

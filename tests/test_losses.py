@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -334,3 +335,23 @@ def test_stacked_terms_equal_per_term_info_nce(seed):
             if got is not None:
                 assert torch.isfinite(got).all()
                 torch.testing.assert_close(got, want)
+
+
+def test_logsumexp_runs_in_float32_under_cpu_autocast() -> None:
+    """CUDA autocast computes logsumexp in float32 and CPU autocast would keep bf16; the loss
+    casts explicitly, so a CPU bf16 (train.amp_cpu) loss is float32 and close to the float32 one."""
+    from rcml_graph.losses import _stacked_symmetric_info_nce
+
+    torch.manual_seed(0)
+    a, b = F.normalize(torch.randn(2, 6, 4), dim=-1), F.normalize(torch.randn(2, 6, 4), dim=-1)
+    extra = F.normalize(torch.randn(2, 6, 3, 4), dim=-1)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    logits = torch.randn(6, 6) * 5
+    reference = (_stacked_symmetric_info_nce(a, b, 20.0, None, valid, valid, extra, torch.ones(2, 6, 3, dtype=torch.bool)),
+                 info_nce(logits), info_nce(logits, torch.eye(6, dtype=torch.bool)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lowered = (_stacked_symmetric_info_nce(a, b, 20.0, None, valid, valid, extra, torch.ones(2, 6, 3, dtype=torch.bool)),
+                   info_nce(logits.bfloat16()), info_nce(logits.bfloat16(), torch.eye(6, dtype=torch.bool)))
+    for low, ref in zip(lowered, reference):
+        assert low.dtype == torch.float32
+        torch.testing.assert_close(low, ref, rtol=0.02, atol=0.02)
