@@ -148,7 +148,8 @@ class RelationCrossAttention(nn.Module):
         key_bias = torch.einsum("nhkd,hd->nhk", query, b_key)
         scores = (scores + key_bias.reshape(num_rows, num_heads * max_views, 1)) * head_dim**-0.5
         scores = scores.masked_fill(~attend[:, None, :], float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
+        # float32 under CPU autocast too, as CUDA autocast runs softmax (a no-op otherwise).
+        weights = torch.softmax(scores.float(), dim=-1)
         if self.training and self.dropout > 0:
             weights = F.dropout(weights, self.dropout)
         mixed = torch.bmm(weights, normed).view(num_rows, num_heads, max_views, token_dim)  # (N, H, K, T)
