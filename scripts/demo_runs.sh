@@ -2,6 +2,7 @@
 # Train and evaluate demo runs one after another, each summarised in one line (average-mode Hit@5,
 # paper and relation-sensitive protocols, by relation kind); results.json files are copied to OUTDIR.
 # Builds the demo graph, images and offline token features first when DATA_ROOT lacks them.
+# Rerunning a command after a kill resumes it: interrupted runs continue from their last epoch.
 #
 #   bash scripts/demo_runs.sh OUTDIR NAME:EXPERIMENT:SEED:EPOCHS[:override,override...] ...
 #   e.g. bash scripts/demo_runs.sh /tmp/out rcml_e15:rcml:0:15 unconditioned_e15:unconditioned:0:15
@@ -29,9 +30,19 @@ failed=0
 for spec in "$@"; do
   IFS=: read -r name exp seed epochs extra <<< "$spec"
   t=$SECONDS
-  # shellcheck disable=SC2086  # COMMON and the overrides are word lists
-  python3 -m rcml_graph.train "experiment=$exp" "train.seed=$seed" "train.epochs=$epochs" "train.run_dir=$RCML_RUNS_ROOT/$name" \
-    $COMMON ${extra//,/ } > "$L/train_$name.log" 2>&1 || { echo "train $name failed"; tail -15 "$L/train_$name.log"; failed=$((failed+1)); continue; }
+  run=$RCML_RUNS_ROOT/$name
+  # Rerunning the same command resumes: a finished run (metrics.json) is not retrained, an
+  # interrupted one continues from its last epoch (train.resume=latest), an evaluated one is skipped.
+  if [ -f "$EVAL_ROOT/$name/results.json" ] && [ -f "$run/metrics.json" ]; then
+    echo "$name: already trained and evaluated"; cp "$EVAL_ROOT/$name/results.json" "$OUTD/$name.json"; continue
+  fi
+  resume=""
+  [ -f "$run/checkpoints/last.pt" ] && resume="train.resume=latest"
+  if [ ! -f "$run/metrics.json" ]; then
+    # shellcheck disable=SC2086  # COMMON, the overrides and resume are word lists
+    python3 -m rcml_graph.train "experiment=$exp" "train.seed=$seed" "train.epochs=$epochs" "train.run_dir=$run" \
+      $COMMON ${extra//,/ } $resume >> "$L/train_$name.log" 2>&1 || { echo "train $name failed"; tail -15 "$L/train_$name.log"; failed=$((failed+1)); continue; }
+  fi
   python3 -m rcml_graph.evaluate "eval.checkpoints=[$RCML_RUNS_ROOT/$name/checkpoints/best.pt]" "eval.seeds=[$seed]" \
     "eval.device=$EVAL_DEVICE" eval.zero_shot=false eval.max_queries=500 eval.full_corpus_queries=100 eval.max_train_edges=1000 \
     "eval.output_dir=$EVAL_ROOT/$name" show_progress=false > "$L/eval_$name.log" 2>&1 || { echo "eval $name failed"; tail -15 "$L/eval_$name.log"; failed=$((failed+1)); continue; }
