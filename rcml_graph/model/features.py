@@ -104,6 +104,21 @@ class ProductFeatures:
             token_norm_eps=eps,
         )
 
+    def without_tokens(self) -> ProductFeatures:
+        """A copy with zero-length token tables (``(N, 0, D_i)``, ``(N, 0, D_t)``, new storage):
+        what a global-only head (CLIP, unconditioned) reads, which never looks at tokens. A
+        preloaded frozen table then holds only the global embeddings and a step copies no token
+        rows."""
+        n = self.num_products
+        return ProductFeatures(
+            image_global=self.image_global,
+            image_tokens=self.image_tokens.new_empty((n, 0, self.image_tokens.shape[-1])),
+            text_global=self.text_global,
+            text_tokens=self.text_tokens.new_empty((n, 0, self.text_tokens.shape[-1])),
+            text_mask=self.text_mask.new_empty((n, 0)),
+            has_image=self.has_image,
+        )
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field whose shape disagrees with the others."""
         n = self.num_products

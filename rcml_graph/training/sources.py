@@ -49,6 +49,10 @@ class TensorFeatures:
         then reads them as they are instead of masking and normalising them every step."""
         return TensorFeatures(self.table.normalize_tokens(eps, dtype))
 
+    def without_tokens(self) -> TensorFeatures:
+        """This table without its tokens (:meth:`ProductFeatures.without_tokens`)."""
+        return TensorFeatures(self.table.without_tokens())
+
     def product_features(
         self, index: Tensor, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
     ) -> ProductFeatures:
@@ -127,10 +131,13 @@ def prepare_frozen_source(source: FeatureSource, head: torch.nn.Module, device: 
     """The frozen-backbone source a training run reads: a preloaded table (:class:`TensorFeatures`)
     of a relation-conditioned head gets its tokens normalised once, stored in the autocast dtype
     when training under autocast (:func:`autocast_dtype`: what the attention's matmuls read
-    anyway) and in float32 otherwise. Other sources are returned as they are (a global-only head
-    reads no tokens)."""
-    if not isinstance(source, TensorFeatures) or getattr(head, "global_only", True):
+    anyway) and in float32 otherwise; that of a global-only head (CLIP, unconditioned), which
+    reads no tokens, drops them (no per-step copy of every product's token rows, and the
+    memory back). Other sources are returned as they are."""
+    if not isinstance(source, TensorFeatures):
         return source
+    if getattr(head, "global_only", True):
+        return source.without_tokens()
     eps = head.token_norm_eps
     dtype = autocast_dtype(device, amp_dtype, amp_cpu) or torch.float32
     return source.with_normalized_tokens(eps, dtype)

@@ -334,7 +334,17 @@ def test_tensor_features_keep_normalised_tokens_and_their_dtype() -> None:
 
     table = TensorFeatures(_products())
     conditioned, global_only = _head(), _head(beta=1.0)
-    assert prepare_frozen_source(table, global_only, torch.device("cpu"), "bfloat16") is table
+    # A global-only head reads no tokens: its table drops them, and its loss does not change.
+    lean = prepare_frozen_source(table, global_only, torch.device("cpu"), "bfloat16")
+    assert lean.table.image_tokens.shape == (table.num_products, 0, table.table.image_tokens.shape[-1])
+    assert lean.table.text_tokens.numel() == lean.table.text_mask.numel() == 0
+    assert lean.table.image_tokens.untyped_storage().nbytes() == 0  # not a view of the full table
+    index = torch.tensor([3, 1, 0, 3])
+    src, dst, rel = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]), torch.tensor([0, 1, 0])
+    full_out = global_only(table.product_features(index), src, dst, rel)
+    lean_out = global_only(lean.product_features(index), src, dst, rel)
+    for name in ("src_image", "src_text", "dst_image", "dst_text"):
+        torch.testing.assert_close(getattr(lean_out, name), getattr(full_out, name))
     prepared = prepare_frozen_source(table, conditioned, torch.device("cpu"), "bfloat16")
     picked = prepared.product_features(torch.tensor([3, 1]))
     assert picked.token_norm_eps == conditioned.token_norm_eps
