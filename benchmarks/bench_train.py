@@ -294,6 +294,8 @@ def main() -> None:
     parser.add_argument("--sdpa-backends", default=None,
                         help="comma-separated SDPBackend names for the relation attention, or 'torch' for "
                              "PyTorch's own choice (default: RelationCrossAttention.sdpa_backends)")
+    parser.add_argument("--frozen-variants", default="rcml,clip",
+                        help="comma-separated variants timed in frozen mode (e.g. clip,unconditioned)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -330,7 +332,7 @@ def main() -> None:
     }
     if not args.skip_frozen:
         results["frozen"] = {name: bench_variant(name, args, data, source, table, device)
-                             for name in ("rcml", "clip")}
+                             for name in args.frozen_variants.split(",") if name}
     del source, table, sampler  # the frozen feature table can fill most of a GPU
     if device.type == "cuda":
         torch.cuda.empty_cache()
