@@ -2,10 +2,12 @@
 
     python scripts/results_table.py docs/results/demo_h100_s6/*.json            # headline table
     python scripts/results_table.py --full runs/eval/*/results.json > report.md  # every task
+    python scripts/results_table.py --paired rcml unconditioned docs/results/demo_cpu_s15/*.json
 
 The headline table has a column per method with ``mean ± std (n=..., seeds)`` over the seeds in
 the files; ``--full`` writes the evaluation suite's whole report (a table per task). Two files
-holding the same (method, seed, number) are refused, not averaged twice.
+holding the same (method, seed, number) are refused, not averaged twice. ``--paired A B`` gives,
+per headline row, A minus B paired by seed (each seed's difference, mean ± std, positives).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from rcml_graph.eval.results import load_results
-from rcml_graph.evaluation.report import headline_table, results_markdown
+from rcml_graph.evaluation.report import headline_table, paired_table, results_markdown
 
 
 def main() -> None:
@@ -21,13 +23,22 @@ def main() -> None:
     parser.add_argument("files", nargs="+", help="results.json files (one domain)")
     parser.add_argument("--mode", default="avg", help="similarity mode of the retrieval rows (default: avg)")
     parser.add_argument("--full", action="store_true", help="the whole report, a table per task")
+    parser.add_argument("--paired", nargs=2, metavar=("A", "B"),
+                        help="per headline row, method A minus method B paired by seed")
     args = parser.parse_args()
     loaded = [load_results(path) for path in args.files]
     domains = sorted({f.domain for f in loaded})
     if len(domains) != 1:
         parser.error(f"the files hold domains {domains}; accepted: files of one domain")
     rows = [row for f in loaded for row in f.rows]
-    print(results_markdown(domains[0], rows) if args.full else headline_table(rows, mode=args.mode), end="")
+    if args.paired:
+        methods = {row.method for row in rows}
+        missing = [m for m in args.paired if m not in methods]
+        if missing:
+            parser.error(f"--paired {' '.join(args.paired)}: no rows of {missing}; the files hold {sorted(methods)}")
+        print(paired_table(rows, *args.paired, mode=args.mode), end="")
+    else:
+        print(results_markdown(domains[0], rows) if args.full else headline_table(rows, mode=args.mode), end="")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rcml_graph.eval.results import ResultRow, aggregate, markdown_table, n_range_text
 
-__all__ = ["HEADLINE_ROWS", "headline_table", "results_markdown"]
+__all__ = ["HEADLINE_ROWS", "headline_table", "paired_table", "results_markdown"]
 
 
 def results_markdown(domain: str, rows: Sequence[ResultRow], notes: Sequence[str] = ()) -> str:
@@ -53,6 +53,48 @@ HEADLINE_ROWS: tuple[tuple[str, str, str | None, str, dict[str, str]], ...] = (
     ("category probe", "classification", None, "accuracy", {"subset": "all"}),
     ("own text->image (retention)", "retention", "text2image", "mrr", {"subset": "own_pair"}),
 )
+
+
+def _headline_values(rows: Sequence[ResultRow], method: str, task: str, mode: str | None, metric: str,
+                     extra: dict[str, str]) -> dict[int, float]:
+    """Per seed, the value of one headline row of ``method`` (a seed with two values is refused)."""
+    values: dict[int, float] = {}
+    for r in rows:
+        if (r.task == task and r.method == method and r.mode == mode and r.metric == metric
+                and all(r.extra.get(k) == v for k, v in extra.items())):
+            if r.seed in values:
+                raise ValueError(f"{method!r} seed {r.seed} has two values for {task}/{metric} {extra}; "
+                                 "accepted: one results file per (method, seed)")
+            values[r.seed] = r.value
+    return values
+
+
+def paired_table(rows: Sequence[ResultRow], method_a: str, method_b: str, mode: str = "avg",
+                 digits: int = 3) -> str:
+    """Per :data:`HEADLINE_ROWS` row, ``method_a - method_b`` paired by seed: each seed's
+    difference, their mean ± std (sample std, n - 1) and how many are positive. Seeds that only
+    one method has are left out and counted."""
+    import statistics
+
+    header = ["task", "metric", "seeds", f"{method_a} - {method_b} per seed", "mean ± std", "positive"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for label, task, row_mode, metric, extra in HEADLINE_ROWS:
+        wanted_mode = mode if row_mode == "avg" else row_mode
+        a = _headline_values(rows, method_a, task, wanted_mode, metric, extra)
+        b = _headline_values(rows, method_b, task, wanted_mode, metric, extra)
+        seeds = sorted(set(a) & set(b))
+        unpaired = len(set(a) ^ set(b))
+        if not seeds:
+            lines.append(f"| {label} | {metric} | 0 | – | – | – |")
+            continue
+        diffs = [a[s] - b[s] for s in seeds]
+        std = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
+        per_seed = ", ".join(f"{s}: {d:+.{digits}f}" for s, d in zip(seeds, diffs))
+        seeds_text = f"{len(seeds)}" + (f" ({unpaired} unpaired left out)" if unpaired else "")
+        lines.append(f"| {label} | {metric} | {seeds_text} | {per_seed} | "
+                     f"{statistics.fmean(diffs):+.{digits}f} ± {std:.{digits}f} | "
+                     f"{sum(d > 0 for d in diffs)}/{len(diffs)} |")
+    return "\n".join(lines) + "\n"
 
 
 def headline_table(rows: Sequence[ResultRow], mode: str = "avg", digits: int = 3) -> str:

@@ -75,3 +75,27 @@ def test_headline_table_aggregates_seeds_per_method_and_marks_missing_numbers():
     assert next(l for l in lines if l.startswith("| sensitive, also_viewed")).endswith("| – | 0.900 ± 0.000 (n=10, 1) |")
     with pytest.raises(ValueError, match="seed repeated"):
         headline_table(rows + [sensitive("rcml", 0, 0.1)])
+
+
+def test_paired_table_differences_per_seed():
+    import pytest
+
+    from rcml_graph.eval.results import ResultRow
+    from rcml_graph.evaluation.report import paired_table
+
+    def sensitive(method, seed, value, mode="avg"):
+        return ResultRow("retrieval_sensitive", method, seed, mode, "hit@5", value, 10,
+                         {"protocol": "sensitive", "subset": "all"})
+
+    rows = [sensitive("rcml", 0, 0.50), sensitive("rcml", 1, 0.455), sensitive("rcml", 2, 0.9),
+            sensitive("unconditioned", 0, 0.375), sensitive("unconditioned", 1, 0.5),
+            sensitive("unconditioned", 0, 0.0, mode="text2text")]  # another mode is not paired
+    lines = paired_table(rows, "rcml", "unconditioned").splitlines()
+    assert lines[0] == "| task | metric | seeds | rcml - unconditioned per seed | mean ± std | positive |"
+    row = next(l for l in lines if l.startswith("| relation-sensitive (hard negatives) |"))
+    # seed 2 has no unconditioned run: left out and counted; std is the sample std of +0.125, -0.045
+    assert row == ("| relation-sensitive (hard negatives) | hit@5 | 2 (1 unpaired left out) | "
+                   "0: +0.125, 1: -0.045 | +0.040 ± 0.120 | 1/2 |")
+    assert next(l for l in lines if l.startswith("| relation-type")) == "| relation-type prediction | top1 | 0 | – | – | – |"
+    with pytest.raises(ValueError, match="'rcml' seed 0 has two values"):
+        paired_table(rows + [sensitive("rcml", 0, 0.1)], "rcml", "unconditioned")
