@@ -199,7 +199,7 @@ class TrainConfig:
     #: Autocast dtype of training steps on CUDA (``bfloat16``, ``float16``) or null (float32).
     amp_dtype: Optional[str] = "bfloat16"
     #: Autocast on the CPU too, in bfloat16 (off: float32). On CPUs with native bf16
-    #: (AVX512-BF16, AMX) the frozen RCML step runs ~1.7x faster (docs/benchmarks.md, session 15).
+    #: (AVX512-BF16, AMX) the frozen RCML step runs ~2x faster (docs/benchmarks.md, session 15).
     amp_cpu: bool = False
     #: ``latest``, a checkpoint path, or null.
     resume: Optional[str] = None
