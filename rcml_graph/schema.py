@@ -196,7 +196,8 @@ class TrainConfig:
     #: ``frozen`` (reads the token cache) or ``finetune`` (backbone end to end).
     backbone: str = "frozen"
     trainable_last_blocks: int = 1
-    #: Autocast dtype of training steps on CUDA (``bfloat16``, ``float16``) or null (float32).
+    #: Autocast dtype of training steps on CUDA (``bfloat16``, ``float16``) or null (float32);
+    #: another value is refused, on any device.
     amp_dtype: Optional[str] = "bfloat16"
     #: Autocast on the CPU too, in bfloat16 (off: float32). On CPUs with native bf16
     #: (AVX512-BF16, AMX) the frozen RCML step runs ~2x faster (docs/benchmarks.md, session 15).

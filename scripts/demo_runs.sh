@@ -33,6 +33,13 @@ for spec in "$@"; do
   run=$RCML_RUNS_ROOT/$name
   # Rerunning the same command resumes: a finished run (metrics.json) is not retrained, an
   # interrupted one continues from its last epoch (train.resume=latest), an evaluated one is skipped.
+  # A run folder made by another spec (experiment, seed, epochs, overrides) is refused, not reused.
+  spec_line="$exp:$seed:$epochs:$extra $COMMON"
+  if [ -f "$run/spec" ] && [ "$(cat "$run/spec")" != "$spec_line" ]; then
+    echo "$name: $run was made by '$(cat "$run/spec")', not '$spec_line'; use another NAME or remove it"
+    failed=$((failed+1)); continue
+  fi
+  mkdir -p "$run" && { [ -f "$run/spec" ] || echo "$spec_line" > "$run/spec"; }
   if [ -f "$EVAL_ROOT/$name/results.json" ] && [ -f "$run/metrics.json" ]; then
     echo "$name: already trained and evaluated"; cp "$EVAL_ROOT/$name/results.json" "$OUTD/$name.json"; continue
   fi

@@ -22,8 +22,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="results.json files (one domain)")
     parser.add_argument("--mode", default="avg", help="similarity mode of the retrieval rows (default: avg)")
-    parser.add_argument("--full", action="store_true", help="the whole report, a table per task")
-    parser.add_argument("--paired", nargs=2, metavar=("A", "B"),
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--full", action="store_true", help="the whole report, a table per task")
+    kind.add_argument("--paired", nargs=2, metavar=("A", "B"),
                         help="per headline row, method A minus method B paired by seed")
     args = parser.parse_args()
     loaded = [load_results(path) for path in args.files]

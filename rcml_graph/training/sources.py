@@ -114,6 +114,8 @@ def autocast_dtype(device: torch.device, amp_dtype: str | None, amp_cpu: bool = 
     (AVX512-BF16, AMX): the step's big matmuls run ~2x faster (docs/benchmarks.md, session 15).
     """
     if amp_dtype is None:
+        if amp_cpu:
+            raise ValueError("train.amp_cpu=true needs train.amp_dtype=bfloat16; got null")
         return None
     if amp_dtype not in AMP_DTYPES:
         raise ValueError(f"train.amp_dtype={amp_dtype!r}; accepted: {', '.join(AMP_DTYPES)} or null")

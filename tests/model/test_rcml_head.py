@@ -334,7 +334,8 @@ def test_tensor_features_keep_normalised_tokens_and_their_dtype() -> None:
 
     table = TensorFeatures(_products())
     conditioned, global_only = _head(), _head(beta=1.0)
-    # A global-only head reads no tokens: its table drops them, and its loss does not change.
+    # A global-only head reads no tokens: its table drops them (new, empty storage) and its
+    # pair embeddings are those of the full table.
     lean = prepare_frozen_source(table, global_only, torch.device("cpu"), "bfloat16")
     assert lean.table.image_tokens.shape == (table.num_products, 0, table.table.image_tokens.shape[-1])
     assert lean.table.text_tokens.numel() == lean.table.text_mask.numel() == 0

@@ -133,7 +133,9 @@ def test_autocast_dtype_settings() -> None:
     assert autocast_dtype(cuda, "float16") is torch.float16
     assert autocast_dtype(cpu, "bfloat16") is None  # CPU steps stay float32 unless asked
     assert autocast_dtype(cpu, "bfloat16", amp_cpu=True) is torch.bfloat16
-    assert autocast_dtype(cpu, None, amp_cpu=True) is None and autocast_dtype(cuda, None) is None
+    assert autocast_dtype(cpu, None) is None and autocast_dtype(cuda, None) is None
+    with pytest.raises(ValueError, match="train.amp_cpu=true needs train.amp_dtype=bfloat16; got null"):
+        autocast_dtype(cpu, None, amp_cpu=True)
     with pytest.raises(ValueError, match="train.amp_cpu=true needs train.amp_dtype=bfloat16; got 'float16'"):
         autocast_dtype(cpu, "float16", amp_cpu=True)
     with pytest.raises(ValueError, match="train.amp_dtype='fp8'; accepted: bfloat16, float16 or null"):
