@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 from rcml_graph.eval.results import ResultRow, aggregate, markdown_table, n_range_text
@@ -55,17 +56,22 @@ HEADLINE_ROWS: tuple[tuple[str, str, str | None, str, dict[str, str]], ...] = (
 )
 
 
+def _headline_rows(rows: Sequence[ResultRow], method: str, task: str, mode: str | None, metric: str,
+                   extra: dict[str, str]) -> list[ResultRow]:
+    """The rows of ``method`` that one :data:`HEADLINE_ROWS` entry picks (any seed)."""
+    return [r for r in rows if r.task == task and r.method == method and r.mode == mode
+            and r.metric == metric and all(r.extra.get(k) == v for k, v in extra.items())]
+
+
 def _headline_values(rows: Sequence[ResultRow], method: str, task: str, mode: str | None, metric: str,
                      extra: dict[str, str]) -> dict[int, float]:
     """Per seed, the value of one headline row of ``method`` (a seed with two values is refused)."""
     values: dict[int, float] = {}
-    for r in rows:
-        if (r.task == task and r.method == method and r.mode == mode and r.metric == metric
-                and all(r.extra.get(k) == v for k, v in extra.items())):
-            if r.seed in values:
-                raise ValueError(f"{method!r} seed {r.seed} has two values for {task}/{metric} {extra}; "
-                                 "accepted: one results file per (method, seed)")
-            values[r.seed] = r.value
+    for r in _headline_rows(rows, method, task, mode, metric, extra):
+        if r.seed in values:
+            raise ValueError(f"{method!r} seed {r.seed} has two values for {task}/{metric} {extra}; "
+                             "accepted: one results file per (method, seed)")
+        values[r.seed] = r.value
     return values
 
 
@@ -74,8 +80,6 @@ def paired_table(rows: Sequence[ResultRow], method_a: str, method_b: str, mode: 
     """Per :data:`HEADLINE_ROWS` row, ``method_a - method_b`` paired by seed: each seed's
     difference, their mean ± std (sample std, n - 1) and how many are positive. Seeds that only
     one method has are left out and counted."""
-    import statistics
-
     header = ["task", "metric", "seeds", f"{method_a} - {method_b} per seed", "mean ± std", "positive"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for label, task, row_mode, metric, extra in HEADLINE_ROWS:
@@ -108,9 +112,7 @@ def headline_table(rows: Sequence[ResultRow], mode: str = "avg", digits: int = 3
         wanted_mode = mode if row_mode == "avg" else row_mode
         cells = []
         for method in methods:
-            picked = [r for r in rows if r.task == task and r.method == method and r.mode == wanted_mode
-                      and r.metric == metric and all(r.extra.get(k) == v for k, v in extra.items())]
-            found = aggregate(picked)
+            found = aggregate(_headline_rows(rows, method, task, wanted_mode, metric, extra))
             if len(found) > 1:
                 raise ValueError(f"{label!r} of method {method!r} matches {len(found)} aggregated rows "
                                  f"(rows differ in keys other than {sorted(extra)})")

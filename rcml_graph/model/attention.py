@@ -121,6 +121,15 @@ class RelationCrossAttention(nn.Module):
         small = num_rows * max_views * self.num_heads * self.key_proj.in_features <= 1 << 27
         return absorbed < projected and small
 
+    def _weights(self, scores: Tensor, attend: Tensor) -> Tensor:
+        """Attention weights of ``scores`` over their last dim, ``attend`` (broadcastable) False
+        where masked; the softmax in float32 under CPU autocast too, as CUDA autocast runs it (a
+        no-op otherwise); attention dropout while training."""
+        weights = torch.softmax(scores.float().masked_fill(~attend, float("-inf")), dim=-1)
+        if self.training and self.dropout > 0:
+            weights = F.dropout(weights, self.dropout)
+        return weights
+
     def _attend_absorbed(self, query: Tensor, normed: Tensor, attend: Tensor, weight: Tensor,
                          bias: Tensor) -> Tensor:
         """Attention with the key/value projections folded into the queries (exact).
@@ -147,11 +156,7 @@ class RelationCrossAttention(nn.Module):
         # bias in the graph (a zero gradient, as in the projected form: DDP needs every parameter).
         key_bias = torch.einsum("nhkd,hd->nhk", query, b_key)
         scores = (scores + key_bias.reshape(num_rows, num_heads * max_views, 1)) * head_dim**-0.5
-        scores = scores.masked_fill(~attend[:, None, :], float("-inf"))
-        # float32 under CPU autocast too, as CUDA autocast runs softmax (a no-op otherwise).
-        weights = torch.softmax(scores.float(), dim=-1)
-        if self.training and self.dropout > 0:
-            weights = F.dropout(weights, self.dropout)
+        weights = self._weights(scores, attend[:, None, :])
         mixed = torch.bmm(weights, normed).view(num_rows, num_heads, max_views, token_dim)  # (N, H, K, T)
         out = torch.einsum("nhkt,hdt->nhkd", mixed, w_value)  # (N, H, K, d)
         return out + b_value.view(1, num_heads, 1, head_dim)
@@ -241,8 +246,5 @@ class RelationCrossAttention(nn.Module):
         matmuls in the autocast dtype, the masked softmax in float32. Shapes as there."""
         head_dim = query.shape[-1]
         scores = torch.matmul(query, key.transpose(-1, -2)).float() * head_dim**-0.5  # (N, H, K, L)
-        scores = scores.masked_fill(~attend[:, None, None, :], float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        if self.training and self.dropout > 0:
-            weights = F.dropout(weights, self.dropout)
+        weights = self._weights(scores, attend[:, None, None, :])
         return torch.matmul(weights.to(value.dtype), value)  # (N, H, K, d)
