@@ -63,15 +63,15 @@ def _headline_rows(rows: Sequence[ResultRow], method: str, task: str, mode: str 
             and r.metric == metric and all(r.extra.get(k) == v for k, v in extra.items())]
 
 
-def _headline_values(rows: Sequence[ResultRow], method: str, task: str, mode: str | None, metric: str,
-                     extra: dict[str, str]) -> dict[int, float]:
-    """Per seed, the value of one headline row of ``method`` (a seed with two values is refused)."""
-    values: dict[int, float] = {}
+def _headline_by_seed(rows: Sequence[ResultRow], method: str, task: str, mode: str | None, metric: str,
+                     extra: dict[str, str]) -> dict[int, ResultRow]:
+    """Per seed, the one headline row of ``method`` (a seed with two values is refused)."""
+    values: dict[int, ResultRow] = {}
     for r in _headline_rows(rows, method, task, mode, metric, extra):
         if r.seed in values:
             raise ValueError(f"{method!r} seed {r.seed} has two values for {task}/{metric} {extra}; "
                              "accepted: one results file per (method, seed)")
-        values[r.seed] = r.value
+        values[r.seed] = r
     return values
 
 
@@ -79,19 +79,24 @@ def paired_table(rows: Sequence[ResultRow], method_a: str, method_b: str, mode: 
                  digits: int = 3) -> str:
     """Per :data:`HEADLINE_ROWS` row, ``method_a - method_b`` paired by seed: each seed's
     difference, their mean ± std (sample std, n - 1) and how many are positive. Seeds that only
-    one method has are left out and counted."""
+    one method has are left out and counted. A seed whose two values were computed on different
+    numbers of queries is refused: they were not measured on the same queries, so not paired."""
     header = ["task", "metric", "seeds", f"{method_a} - {method_b} per seed", "mean ± std", "positive"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for label, task, row_mode, metric, extra in HEADLINE_ROWS:
         wanted_mode = mode if row_mode == "avg" else row_mode
-        a = _headline_values(rows, method_a, task, wanted_mode, metric, extra)
-        b = _headline_values(rows, method_b, task, wanted_mode, metric, extra)
+        a = _headline_by_seed(rows, method_a, task, wanted_mode, metric, extra)
+        b = _headline_by_seed(rows, method_b, task, wanted_mode, metric, extra)
         seeds = sorted(set(a) & set(b))
         unpaired = len(set(a) ^ set(b))
         if not seeds:
             lines.append(f"| {label} | {metric} | 0 | – | – | – |")
             continue
-        diffs = [a[s] - b[s] for s in seeds]
+        for s in seeds:
+            if a[s].n != b[s].n:
+                raise ValueError(f"{label!r} seed {s}: {method_a!r} has n={a[s].n} but {method_b!r} has "
+                                 f"n={b[s].n}; accepted: both evaluated on the same queries (equal n)")
+        diffs = [a[s].value - b[s].value for s in seeds]
         std = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
         per_seed = ", ".join(f"{s}: {d:+.{digits}f}" for s, d in zip(seeds, diffs))
         seeds_text = f"{len(seeds)}" + (f" ({unpaired} unpaired left out)" if unpaired else "")

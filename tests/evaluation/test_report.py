@@ -83,8 +83,8 @@ def test_paired_table_differences_per_seed():
     from rcml_graph.eval.results import ResultRow
     from rcml_graph.evaluation.report import paired_table
 
-    def sensitive(method, seed, value, mode="avg"):
-        return ResultRow("retrieval_sensitive", method, seed, mode, "hit@5", value, 10,
+    def sensitive(method, seed, value, mode="avg", n=10):
+        return ResultRow("retrieval_sensitive", method, seed, mode, "hit@5", value, n,
                          {"protocol": "sensitive", "subset": "all"})
 
     rows = [sensitive("rcml", 0, 0.50), sensitive("rcml", 1, 0.455), sensitive("rcml", 2, 0.9),
@@ -99,3 +99,7 @@ def test_paired_table_differences_per_seed():
     assert next(l for l in lines if l.startswith("| relation-type")) == "| relation-type prediction | top1 | 0 | – | – | – |"
     with pytest.raises(ValueError, match="'rcml' seed 0 has two values"):
         paired_table(rows + [sensitive("rcml", 0, 0.1)], "rcml", "unconditioned")
+    # values over different query sets are not paired
+    unequal = [sensitive("rcml", 0, 0.5), sensitive("unconditioned", 0, 0.4, n=12)]
+    with pytest.raises(ValueError, match="seed 0: 'rcml' has n=10 but 'unconditioned' has n=12"):
+        paired_table(unequal, "rcml", "unconditioned")
