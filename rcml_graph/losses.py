@@ -19,7 +19,9 @@ tested), optionally through :func:`torch.compile` (:meth:`RCMLLoss.compile_terms
 
 False negatives: pairs ``i != j`` with the same source view (``s_i = s_j`` and
 ``r_i = r_j``; then ``(s_i, t_j)`` is itself a link under ``r_i``) or the same target view
-are not negatives of each other; their logits are set to ``-inf`` before the softmax.
+are not negatives of each other, nor is ``i``'s source view a negative of itself as ``j``'s
+target; their logits are set to ``-inf`` before the softmax. For relation-free views (a
+global-only head) the keys are the products alone: such a view is the same under every relation.
 An explicit ``(P, P)`` mask (the sampler's graph-based one) can be given as well.
 
 Under DDP (``torch.distributed`` initialised with world size > 1) the features are gathered
@@ -69,8 +71,11 @@ def view_keys(product_ids: Tensor, relation_ids: Tensor, num_relations: int) -> 
 
 
 def false_negative_mask(src_key: Tensor, dst_key: Tensor) -> Tensor:
-    """``(P, P)`` bool: True where pairs ``i != j`` share their source or their target view."""
-    same = (src_key[:, None] == src_key[None, :]) | (dst_key[:, None] == dst_key[None, :])
+    """``(P, P)`` bool: True where pairs ``i != j`` share their source or their target view, or
+    where ``j``'s target view is ``i``'s source view itself (an edge and its reverse in one batch:
+    the anchor would be its own negative)."""
+    same = ((src_key[:, None] == src_key[None, :]) | (dst_key[:, None] == dst_key[None, :])
+            | (src_key[:, None] == dst_key[None, :]))
     return same & ~torch.eye(src_key.shape[0], dtype=torch.bool, device=src_key.device)
 
 
@@ -277,7 +282,7 @@ class RCMLLoss(nn.Module):
           logit_scale scalar; src_key, dst_key ``(P,)`` long view keys (:func:`view_keys`)
           or None; src_image_valid, dst_image_valid ``(P,)`` bool or None;
           false_negatives ``(P, P)`` bool or None, True where target ``j`` must not be a
-          negative of source ``i`` (e.g. :func:`rcml_graph.sampler.false_negative_mask`);
+          negative of source ``i`` (e.g. :func:`rcml_graph.sampling.false_negative_mask`);
           under DDP each rank's mask covers its own pairs (the cross-rank blocks come from
           the keys only); relation_ids ``(P,)`` long or None: when given, in-batch candidate
           ``j`` is used for row ``i`` only if ``relation_ids[j] == relation_ids[i]`` (give it
