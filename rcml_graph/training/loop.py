@@ -113,6 +113,51 @@ class FitOptions:
     tensorboard: bool = True
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        """Refuse settings the loop would otherwise misread silently (a negative ``grad_clip``
+        reverses gradients, ``patience=0`` stops at once, ``log_every=0`` divides by zero)."""
+        checks = (
+            ("epochs", self.epochs, self.epochs >= 1, "an integer >= 1"),
+            ("lr", self.lr, self.lr > 0, "a number > 0"),
+            ("backbone_lr", self.backbone_lr, self.backbone_lr is None or self.backbone_lr > 0, "null or > 0"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, "a number >= 0"),
+            ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, "an integer >= 0"),
+            ("min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "a number in [0, 1]"),
+            ("grad_clip", self.grad_clip, self.grad_clip is None or self.grad_clip > 0, "null (no clipping) or > 0"),
+            ("patience", self.patience, self.patience is None or self.patience >= 1, "null (never stop early) or >= 1"),
+            ("max_steps", self.max_steps, self.max_steps is None or self.max_steps >= 1, "null or >= 1"),
+            ("stop_after_epoch", self.stop_after_epoch, self.stop_after_epoch is None or self.stop_after_epoch >= 1,
+             "null or >= 1"),
+            ("random_negatives", self.random_negatives, self.random_negatives >= 0, "an integer >= 0"),
+            ("w_global", self.w_global, self.w_global >= 0, "a number >= 0 (0: off)"),
+            ("log_every", self.log_every, self.log_every >= 1, "an integer >= 1"),
+        )
+        for name, value, ok, accepted in checks:
+            if not ok:
+                raise ValueError(f"train.{name}={value!r}; accepted: {accepted}")
+
+
+#: What a resumed run must share with the checkpoint's run (top-level keys of the stored config,
+#: and ``cfg.train`` keys); a longer schedule (``epochs``, ``max_steps``), logging and paths may change.
+RESUME_IDENTITY = ("method", "variant", "pairs", "head", "backbone", "processed_dir", "finetune")
+RESUME_TRAIN_IDENTITY = ("seed", "batch_size", "positives_per_anchor", "hard_negatives", "random_negatives",
+                         "w_global", "w_inter", "w_intra", "lr", "backbone_lr", "weight_decay", "warmup_steps",
+                         "min_lr_ratio", "backbone", "trainable_last_blocks", "graph_false_negatives",
+                         "mask_false_negatives")
+
+
+def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: saved -> current`` for each identity setting (:data:`RESUME_IDENTITY`,
+    :data:`RESUME_TRAIN_IDENTITY`) both configs hold and that differs. ``resume=latest`` may
+    pick a sibling run's ``last.pt``; this keeps a run from continuing another run's training."""
+    out = [f"{k}: {saved[k]!r} -> {current[k]!r}" for k in RESUME_IDENTITY
+           if k in saved and k in current and saved[k] != current[k]]
+    saved_train = (saved.get("cfg") or {}).get("train") or {}
+    current_train = (current.get("cfg") or {}).get("train") or {}
+    out += [f"train.{k}: {saved_train[k]!r} -> {current_train[k]!r}" for k in RESUME_TRAIN_IDENTITY
+            if k in saved_train and k in current_train and saved_train[k] != current_train[k]]
+    return out
+
 
 @dataclass
 class _EarlyStopping:
@@ -284,6 +329,12 @@ def fit(
                 f"{resume} holds {saved_groups} optimizer parameter groups but this run builds "
                 f"{len(optimizer.param_groups)} (backbone_lr={options.backbone_lr}); accepted: "
                 "resume with the backbone_lr setting (set or None) the checkpoint was trained with")
+        conflicts = resume_conflicts(json.loads(state.get("config") or "{}"), config or {})
+        if conflicts:
+            raise ValueError(
+                f"{resume} was trained with other settings than this run's: {'; '.join(conflicts)}; "
+                "accepted: resume a checkpoint of the same run (train.resume=<path to its last.pt>), "
+                "or train from scratch (train.resume=null)")
         modules.load_state_dict(state["modules"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -305,7 +356,11 @@ def fit(
     def validate() -> dict[str, float]:
         if validator is None:
             return {}
-        return validator.evaluate(head, source, current_descriptions(), device)
+        metrics = validator.evaluate(head, source, current_descriptions(), device)
+        if options.monitor not in metrics:
+            raise ValueError(f"train.monitor={options.monitor!r} is not a validation metric; accepted: "
+                             f"{sorted(metrics)}")
+        return metrics
 
     def checkpoint_state(epoch: int) -> dict[str, Any]:
         table = current_descriptions()

@@ -101,6 +101,22 @@ def test_resume_after_kill_matches_uninterrupted_run(demo, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_refuses_another_runs_checkpoint(demo, tmp_path):
+    train(make_cfg(demo, tmp_path / "rcml", "train.epochs=2", "train.stop_after_epoch=1"))
+    last = tmp_path / "rcml" / "checkpoints" / "last.pt"
+    # resume=latest from a fresh sibling folder finds rcml's last.pt; another variant or seed
+    # must not continue it
+    for override in ("experiment=unconditioned", "train.seed=7"):
+        with pytest.raises(ValueError, match=r"was trained with other settings than this run's: .*"
+                           + ("variant: 'rcml' -> 'unconditioned'" if "experiment" in override
+                              else "train.seed: 0 -> 7")):
+            train(make_cfg(demo, tmp_path / "other", override, "train.epochs=2", "train.resume=latest"))
+    assert not (tmp_path / "other" / "checkpoints").exists()
+    # the same run continues with a longer schedule
+    done = train(make_cfg(demo, tmp_path / "rcml", "train.epochs=3", f"train.resume={last}"))
+    assert done["epoch"] == 3.0
+
+
 def test_checkpoint_holds_training_state_and_loads_weights_only(demo, tmp_path):
     train(make_cfg(demo, tmp_path, "train.epochs=1"))
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
@@ -140,6 +156,18 @@ def test_bad_backbone_mode_is_named(demo, tmp_path):
 def test_bad_prefetch_is_named(demo, tmp_path):
     with pytest.raises(ValueError, match="prefetch_batches=-1"):
         train(make_cfg(demo, tmp_path, "train.prefetch_batches=-1"))
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train.grad_clip=-1.0", "train.grad_clip=-1.0; accepted: null (no clipping) or > 0"),
+    ("train.patience=0", "train.patience=0; accepted: null (never stop early) or >= 1"),
+    ("train.log_every=0", "train.log_every=0"),
+    ("train.w_global=-0.5", "train.w_global=-0.5"),
+    ("train.monitor=val/hits@5", "train.monitor='val/hits@5' is not a validation metric; accepted: .*'val/hit@5'"),
+])
+def test_bad_loop_settings_are_named(demo, tmp_path, override, named):
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        train(make_cfg(demo, tmp_path, override, "train.max_steps=1"))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(demo, tmp_path, monkeypatch):
