@@ -53,6 +53,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp_name)
+        # On disk before the rename, as atomic_open does: after a power loss the name holds the
+        # old file or the whole new one, never a truncated one.
+        with open(tmp_name, "rb") as handle:
+            os.fsync(handle.fileno())
         os.chmod(tmp_name, _FILE_MODE)
         os.replace(tmp_name, path)
     except BaseException:

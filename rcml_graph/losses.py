@@ -29,8 +29,9 @@ from every rank with a gradient-carrying all-gather (``torch.distributed.nn.func
 all_gather``; on torch >= 2.14, which deprecates it, the equivalent functional collective
 ``all_gather_single_autograd``) and every rank computes the loss of the whole global batch
 (open_clip ``ClipLoss`` with ``gather_with_grad=True, local_loss=False``). The view keys,
-image-validity masks and explicit masks (as diagonal blocks) are gathered alongside, so the
-false-negative mask is the one of the global batch. Every rank must hold the same number of
+image-validity masks and explicit masks are gathered alongside (an explicit mask as diagonal
+blocks, unless the caller gives the global batch's whole mask, as the training step does), so
+the false-negative mask is the one of the global batch. Every rank must hold the same number of
 pairs.
 """
 
@@ -283,8 +284,10 @@ class RCMLLoss(nn.Module):
           or None; src_image_valid, dst_image_valid ``(P,)`` bool or None;
           false_negatives ``(P, P)`` bool or None, True where target ``j`` must not be a
           negative of source ``i`` (e.g. :func:`rcml_graph.sampling.false_negative_mask`);
-          under DDP each rank's mask covers its own pairs (the cross-rank blocks come from
-          the keys only); relation_ids ``(P,)`` long or None: when given, in-batch candidate
+          under DDP each rank's mask covers its own pairs (the cross-rank blocks then come
+          from the keys only), or, with ``global_false_negatives``, it is the ``(W P, W P)`` mask
+          of the gathered batch (ranks in order), which every rank can build when each holds
+          the whole batch (what :func:`rcml_graph.training.pair_loss` gives); relation_ids ``(P,)`` long or None: when given, in-batch candidate
           ``j`` is used for row ``i`` only if ``relation_ids[j] == relation_ids[i]`` (give it
           for relation-conditioned features, where ``j``'s target view was embedded under
           ``j``'s relation); neg_image, neg_text ``(P, M, E)`` or None: explicit negatives
@@ -332,8 +335,11 @@ class RCMLLoss(nn.Module):
         neg_text: Tensor | None = None,
         neg_image_valid: Tensor | None = None,
         neg_valid: Tensor | None = None,
+        global_false_negatives: bool = False,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         num_pairs = src_image.shape[0]
+        world = _world_size()
+        mask_pairs = num_pairs * world if global_false_negatives else num_pairs
         if (neg_image is None) != (neg_text is None):
             raise ValueError("give both neg_image and neg_text, or neither")
         if neg_image is not None and (neg_image.dim() != 3 or neg_image.shape[0] != num_pairs):
@@ -350,9 +356,10 @@ class RCMLLoss(nn.Module):
             )
         if (src_key is None) != (dst_key is None):
             raise ValueError("give both src_key and dst_key, or neither")
-        if false_negatives is not None and false_negatives.shape != (num_pairs, num_pairs):
+        if false_negatives is not None and false_negatives.shape != (mask_pairs, mask_pairs):
             raise ValueError(
-                f"false_negatives must be ({num_pairs}, {num_pairs}); got {tuple(false_negatives.shape)}"
+                f"false_negatives must be ({mask_pairs}, {mask_pairs}) (global_false_negatives="
+                f"{global_false_negatives}, world size {world}); got {tuple(false_negatives.shape)}"
             )
         device = src_image.device
         if src_image_valid is None:
@@ -360,7 +367,7 @@ class RCMLLoss(nn.Module):
         if dst_image_valid is None:
             dst_image_valid = torch.ones(num_pairs, dtype=torch.bool, device=device)
 
-        if _world_size() > 1:
+        if world > 1:
             src_image, src_text, dst_image, dst_text = (
                 gather_with_grad(t) for t in (src_image, src_text, dst_image, dst_text)
             )
@@ -368,7 +375,7 @@ class RCMLLoss(nn.Module):
             dst_image_valid = gather_no_grad(dst_image_valid)
             if src_key is not None and dst_key is not None:
                 src_key, dst_key = gather_no_grad(src_key), gather_no_grad(dst_key)
-            if false_negatives is not None:
+            if false_negatives is not None and not global_false_negatives:
                 blocks = gather_no_grad(false_negatives).view(-1, num_pairs, num_pairs)  # (W, P, P)
                 false_negatives = torch.block_diag(*blocks.unbind(0))  # (W P, W P)
             if relation_ids is not None:

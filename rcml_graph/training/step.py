@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rcml_graph.losses import RCMLLoss, view_keys
+from rcml_graph.losses import RCMLLoss, _world_size, view_keys
 from rcml_graph.model.features import ProductFeatures
 from rcml_graph.sampling import PairBatch, false_negative_mask
 from rcml_graph.training.sources import FeatureSource
@@ -93,9 +93,17 @@ def pair_loss(
     out = model(features, batch.src_local[select].to(device), batch.dst_local[select].to(device),
                 desc.to(device), description_table,
                 None if negatives is None else negatives.to(device), with_global)
-    fn_mask = None
+    fn_mask, global_mask = None, False
     if graph_false_negatives:
-        fn_mask = false_negative_mask(batch)[select, select].to(device)  # (P, P)
+        world = _world_size()
+        if pairs is not None and world > 1:
+            # Every rank holds the whole batch, and rank r trains the r-th of equal contiguous
+            # slices (shard_pairs): the loss's gathered pairs are the batch's first world * P, so
+            # give it their mask whole, entries between ranks included.
+            kept = (pairs.stop - pairs.start) * world
+            fn_mask, global_mask = false_negative_mask(batch)[:kept, :kept].to(device), True  # (W P, W P)
+        else:
+            fn_mask = false_negative_mask(batch)[select, select].to(device)  # (P, P)
     # View keys name what a head embeds: (product, relation) for a conditioned head's views, the
     # product alone for relation-free ones (a global-only head's, the w_global term's), which are
     # the same vector under every relation: keyed by relation, a product's own relation-free view
@@ -107,7 +115,7 @@ def pair_loss(
         out.src_image, out.src_text, out.dst_image, out.dst_text, out.logit_scale,
         src_key, dst_key,
         out.src_image_valid, out.dst_image_valid, fn_mask,
-        relation_ids=desc.to(device) if conditioned else None,
+        relation_ids=desc.to(device) if conditioned else None, global_false_negatives=global_mask,
         neg_image=out.neg_image, neg_text=out.neg_text,
         neg_image_valid=out.neg_image_valid, neg_valid=out.neg_valid,
     )
@@ -118,6 +126,7 @@ def pair_loss(
             out.global_src_image, out.global_src_text, out.global_dst_image, out.global_dst_text,
             out.logit_scale, view_keys(src, relation_free, num_relations).to(device),
             view_keys(dst, relation_free, num_relations).to(device), out.src_image_valid, out.dst_image_valid, fn_mask,
+            global_false_negatives=global_mask,
         )
         loss = loss + w_global * global_loss
         terms["global"] = global_loss.detach()

@@ -109,3 +109,28 @@ def test_global_only_loss_is_zero_with_perfect_embeddings():
     relation_keyed, _ = loss_fn(a, a, a, a, 100.0, view_keys(src, desc, 2), view_keys(dst, desc, 2))
     assert product_keyed.item() < 1e-6
     assert relation_keyed.item() > 0.3  # log 2 on the rows that met their copy
+
+
+def test_ddp_shard_gets_the_global_batchs_graph_mask(monkeypatch):
+    # Under DDP (world size 2) rank 0 trains the first half of the pairs; the loss gathers both
+    # halves, so the graph mask it gets must be the whole batch's, entries between ranks included
+    # (before: each rank's diagonal block, and the loss put the blocks on a block diagonal).
+    import rcml_graph.training.step as step
+    from rcml_graph.sampling import false_negative_mask as graph_mask
+
+    data, _ = random_graph(3, num_products=30, num_edges=160)
+    batch = next(iter(RelationPairSampler(data, batch_size=16, positives_per_anchor=4, seed=0)))
+    half = batch.num_pairs // 2
+    seen = {}
+
+    class Capture(RCMLLoss):
+        def forward(self, *args, **kwargs):
+            seen["mask"], seen["global"] = args[9], kwargs.get("global_false_negatives")
+            return torch.zeros(()), {}
+
+    monkeypatch.setattr(step, "_world_size", lambda: 2)
+    pair_loss(_stub_model(batch), Capture(), batch, None, None, len(data.relation_text),
+              pairs=slice(0, half), features=object())
+    full = graph_mask(batch)[: 2 * half, : 2 * half]
+    assert seen["global"] is True and torch.equal(seen["mask"], full)
+    assert full[:half, half:].any()  # there are entries between the ranks to keep
