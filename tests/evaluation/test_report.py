@@ -103,3 +103,29 @@ def test_paired_table_differences_per_seed():
     unequal = [sensitive("rcml", 0, 0.5), sensitive("unconditioned", 0, 0.4, n=12)]
     with pytest.raises(ValueError, match="seed 0: 'rcml' has n=10 but 'unconditioned' has n=12"):
         paired_table(unequal, "rcml", "unconditioned")
+
+
+def test_results_table_by_folder_pairs_one_method_across_folders(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from rcml_graph.eval.results import ResultRow, append_rows
+
+    def sensitive(method, seed, value):
+        return ResultRow("retrieval_sensitive", method, seed, "avg", "hit@5", value, 10,
+                         {"protocol": "sensitive", "subset": "all"})
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder, values in ((old, (0.30, 0.40)), (new, (0.35, 0.50))):
+        for seed, value in enumerate(values):
+            append_rows(folder / f"base_s{seed}.json", "demo", [sensitive("base", seed, value)])
+    script = Path(__file__).resolve().parents[2] / "scripts" / "results_table.py"
+    files = sorted(str(p) for p in tmp_path.glob("*/*.json"))
+    out = subprocess.run([sys.executable, str(script), "--by-folder", "--paired", "base@new", "base@old", *files],
+                         capture_output=True, text=True, check=True).stdout
+    row = next(l for l in out.splitlines() if l.startswith("| relation-sensitive (hard negatives) |"))
+    assert "0: +0.050, 1: +0.100 | +0.075 ± 0.035 | 2/2" in row
+    # without --by-folder the same method and seed in two files is refused
+    refused = subprocess.run([sys.executable, str(script), *files], capture_output=True, text=True)
+    assert refused.returncode != 0 and "seed repeated" in refused.stderr
