@@ -115,9 +115,10 @@ def run_frozen(rank: int, world_size: int, out: str) -> None:
     # positives_per_anchor=1: every global batch has an even number of pairs (one relation
     # pair and one self pair per anchor), so the two ranks split it without a remainder.
     sampler = build_sampler(ring_graph(), "relations", batch_size=6, positives_per_anchor=1, seed=0)
-    # Graph false negatives and the relation-free w_global term on: the graph mask has entries
-    # between the ranks' halves (relation pairs on rank 0, self pairs on rank 1).
-    options = FitOptions(epochs=2, lr=1e-2, warmup_steps=1, graph_false_negatives=True, w_global=1.0,
+    # Graph false negatives on: each rank hands the loss the whole batch's mask (entries between
+    # the ranks' halves: relation pairs on rank 0, self pairs on rank 1); the wiring itself is
+    # tested in tests/training/test_step_masks.py.
+    options = FitOptions(epochs=2, lr=1e-2, warmup_steps=1, graph_false_negatives=True,
                          validate_before=False, show_progress=False, tensorboard=False, patience=None)
     metrics = fit(head, build_loss(variant), sampler, TensorFeatures(table), None, Path(out) / f"w{world_size}",
                   num_relations=3, description_table=descriptions, options=options,
