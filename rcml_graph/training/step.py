@@ -108,9 +108,11 @@ def pair_loss(
     # product alone for relation-free ones (a global-only head's, the w_global term's), which are
     # the same vector under every relation: keyed by relation, a product's own relation-free view
     # under another pair's relation (its self pair's, say) was a negative of itself.
-    relation_free = torch.zeros_like(desc)
-    src_key, dst_key = view_keys(src, desc if conditioned else relation_free, num_relations).to(device), \
-        view_keys(dst, desc if conditioned else relation_free, num_relations).to(device)
+    free_src_key, free_dst_key = src.to(device).long(), dst.to(device).long()  # relation-free views
+    src_key, dst_key = free_src_key, free_dst_key
+    if conditioned:
+        src_key = view_keys(src, desc, num_relations).to(device)
+        dst_key = view_keys(dst, desc, num_relations).to(device)
     loss, terms = loss_fn(
         out.src_image, out.src_text, out.dst_image, out.dst_text, out.logit_scale,
         src_key, dst_key,
@@ -124,8 +126,7 @@ def pair_loss(
         assert out.global_dst_image is not None and out.global_dst_text is not None
         global_loss, _ = loss_fn(
             out.global_src_image, out.global_src_text, out.global_dst_image, out.global_dst_text,
-            out.logit_scale, view_keys(src, relation_free, num_relations).to(device),
-            view_keys(dst, relation_free, num_relations).to(device), out.src_image_valid, out.dst_image_valid, fn_mask,
+            out.logit_scale, free_src_key, free_dst_key, out.src_image_valid, out.dst_image_valid, fn_mask,
             global_false_negatives=global_mask,
         )
         loss = loss + w_global * global_loss
