@@ -59,6 +59,7 @@ class PairSampler(Protocol):
     def __iter__(self) -> Any: ...
     def set_epoch(self, epoch: int) -> None: ...
     def state_dict(self) -> dict[str, int]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -76,7 +77,9 @@ class FitOptions:
         grad_clip: max global gradient norm (None: no clipping).
         patience: stop after this many validations without improvement (None: never).
         monitor: the validation metric that picks ``best.pt`` and drives early stopping.
-        max_steps: stop after this many optimizer steps in total (None: no limit).
+        max_steps: stop after this many optimizer steps in total (None: no limit). A stop
+            inside an epoch validates and checkpoints the epoch as unfinished, with the
+            sampler's position: resuming with a longer schedule trains its remaining batches.
         stop_after_epoch: return after this many completed epochs, as a kill would (testing
             resumption); the run is not finished and ``resume`` continues it.
         graph_false_negatives: mask the sampler's graph false negatives in the loss.
@@ -162,7 +165,7 @@ def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str
 @dataclass
 class _EarlyStopping:
     best: float = -math.inf
-    best_epoch: int = -1
+    best_epoch: float = -1  # fractional for a validation inside an epoch (a max_steps stop)
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -319,6 +322,9 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype == torch.float16)
 
     start_epoch, step = 0, 0
+    # A run stopped by max_steps part-way through an epoch saves that epoch as unfinished with
+    # the sampler's position; a resumed run trains the epoch's remaining batches first.
+    resume_position: dict[str, Any] | None = None
     stopping = _EarlyStopping()
     metrics_out: dict[str, float] = {}
     if resume is not None:
@@ -341,6 +347,10 @@ def fit(
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
+        saved_position = state.get("sampler") or {}
+        if (int(saved_position.get("epoch", -1)) == start_epoch
+                and 0 < int(saved_position.get("batch", 0)) < steps_per_epoch):
+            resume_position = saved_position
         stopping = _EarlyStopping(**state["early_stopping"])
         metrics_out = dict(state.get("metrics", {}))
         restore_rng_state(state["rng"])
@@ -387,16 +397,24 @@ def fit(
     finished = stopping.bad_epochs >= (options.patience or math.inf) or (
         options.max_steps is not None and step >= options.max_steps)
     epoch = start_epoch
+    # epochs trained so far, fractional for an unfinished one (reported as "epoch")
+    position = epoch + (int(resume_position["batch"]) / steps_per_epoch if resume_position else 0.0)
     try:
         while not finished and epoch < options.epochs:
-            sampler.set_epoch(epoch)
+            skipped = 0
+            if resume_position is not None:
+                sampler.load_state_dict(resume_position)
+                skipped, resume_position = int(resume_position["batch"]), None
+            else:
+                sampler.set_epoch(epoch)
             modules.train()
             loss_sum, loss_count, pairs_seen = 0.0, 0, 0
             epoch_start = time.perf_counter()
             bar: Iterable[PairBatch] = sampler
             progress = None
             if options.show_progress and dist_info.is_main:
-                progress = tqdm(sampler, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False)
+                progress = tqdm(sampler, total=steps_per_epoch, initial=skipped, desc=f"epoch {epoch}",
+                                leave=False)
                 bar = progress
             for batch in bar:
                 batch = batch.to(device) if batch.src.device != device else batch
@@ -449,7 +467,15 @@ def fit(
                 "train/epoch_loss": loss_sum / max(loss_count, 1),
                 "train/pairs_per_s": pairs_seen / max(elapsed, 1e-9),
             }
-            epoch += 1
+            batches_done = skipped + loss_count
+            # max_steps can end the run inside an epoch: the model is validated (the run's final
+            # metrics; best.pt if it improved) but the epoch stays unfinished in the checkpoint,
+            # so that a resume with a longer schedule trains its remaining batches, and it does
+            # not count as an epoch without improvement.
+            partial = batches_done < steps_per_epoch
+            if not partial:
+                epoch += 1
+            position = epoch + batches_done / steps_per_epoch if partial else float(epoch)
             val = validate()
             epoch_metrics.update(val)
             improved = False
@@ -457,10 +483,10 @@ def fit(
                 value = val[options.monitor]
                 improved = value > stopping.best
                 if improved:
-                    stopping.best, stopping.best_epoch, stopping.bad_epochs = value, epoch, 0
-                else:
+                    stopping.best, stopping.best_epoch, stopping.bad_epochs = value, position, 0
+                elif not partial:
                     stopping.bad_epochs += 1
-            stopping.history.append({"epoch": float(epoch), **epoch_metrics})
+            stopping.history.append({"epoch": position, **epoch_metrics})
             metrics_out.update(epoch_metrics)
             logger.log(epoch_metrics, step, epoch)
             if options.patience is not None and stopping.bad_epochs >= options.patience:
@@ -479,7 +505,7 @@ def fit(
 
     final = {
         **metrics_out,
-        "epoch": float(epoch),
+        "epoch": float(position),
         "step": float(step),
         "best_epoch": float(stopping.best_epoch),
         f"best/{options.monitor}": float(stopping.best),

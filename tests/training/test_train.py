@@ -237,3 +237,25 @@ def test_checkpoint_flag_without_operator_weights_loads(demo, tmp_path):
     torch.save(state, path)
     encoder = ConditionedEncoder.from_checkpoint(path)
     assert not encoder.head.has_query_operator
+
+
+def test_max_steps_stop_inside_an_epoch_resumes_its_remaining_batches(demo, tmp_path):
+    # A constant learning rate (no warm-up, no decay) makes the schedule independent of
+    # max_steps, so extending a max_steps run must retrace the uninterrupted one exactly.
+    common = ("train.epochs=2", "train.patience=null", "train.warmup_steps=0", "train.min_lr_ratio=1.0",
+              "train.validate_before=false")
+    full = train(make_cfg(demo, tmp_path / "full", *common, "train.max_steps=null"))
+    per_epoch = full["step"] / 2
+    assert per_epoch > 3
+    cut = train(make_cfg(demo, tmp_path / "split", *common, "train.max_steps=3"))
+    assert cut["step"] == 3.0 and cut["epoch"] == 3 / per_epoch  # epoch 0, unfinished
+    state = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 0 and state["sampler"]["epoch"] == 0 and state["sampler"]["batch"] == 3
+    resumed = train(make_cfg(demo, tmp_path / "split", *common, "train.max_steps=null", "train.resume=latest"))
+    # before the fix the resume started epoch 1 and ended at 3 + per_epoch steps
+    assert resumed["step"] == full["step"] and resumed["epoch"] == 2.0
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["modules"]
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["modules"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the validation at step 3 may have picked best.pt; the final validation is the same
+    assert resumed["val/hit@5"] == full["val/hit@5"] and resumed["val/mrr"] == full["val/mrr"]
