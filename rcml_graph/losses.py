@@ -226,7 +226,8 @@ def _stacked_symmetric_info_nce(
     return (forward + backward) / 2
 
 
-def _world_size() -> int:
+def world_size() -> int:
+    """The number of processes in the default group (1 outside torch.distributed)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return 1
@@ -338,7 +339,7 @@ class RCMLLoss(nn.Module):
         global_false_negatives: bool = False,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         num_pairs = src_image.shape[0]
-        world = _world_size()
+        world = world_size()
         mask_pairs = num_pairs * world if global_false_negatives else num_pairs
         if (neg_image is None) != (neg_text is None):
             raise ValueError("give both neg_image and neg_text, or neither")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rcml_graph.losses import RCMLLoss, _world_size, view_keys
+from rcml_graph.losses import RCMLLoss, view_keys, world_size
 from rcml_graph.model.features import ProductFeatures
 from rcml_graph.sampling import PairBatch, false_negative_mask
 from rcml_graph.training.sources import FeatureSource
@@ -95,7 +95,7 @@ def pair_loss(
                 None if negatives is None else negatives.to(device), with_global)
     fn_mask, global_mask = None, False
     if graph_false_negatives:
-        world = _world_size()
+        world = world_size()
         if pairs is not None and world > 1:
             # Every rank holds the whole batch, and rank r trains the r-th of equal contiguous
             # slices (shard_pairs): the loss's gathered pairs are the batch's first world * P, so

@@ -128,7 +128,7 @@ def test_ddp_shard_gets_the_global_batchs_graph_mask(monkeypatch):
             seen["mask"], seen["global"] = args[9], kwargs.get("global_false_negatives")
             return torch.zeros(()), {}
 
-    monkeypatch.setattr(step, "_world_size", lambda: 2)
+    monkeypatch.setattr(step, "world_size", lambda: 2)
     pair_loss(_stub_model(batch), Capture(), batch, None, None, len(data.relation_text),
               pairs=slice(0, half), features=object())
     full = graph_mask(batch)[: 2 * half, : 2 * half]
