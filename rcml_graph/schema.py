@@ -182,6 +182,13 @@ class TrainConfig:
     #: 8 since session 6 (was 4): RCML's relation-sensitive Hit@5 +0.033 on demo and +0.030 on
     #: magazines (vs 2), 3 seeds each, unconditioned unchanged (docs/results.md, session 6).
     hard_negatives: int = 8
+    #: Share of the hard-negative columns drawn from the anchor's links under other
+    #: descriptions (relation-specific) rather than its category.
+    relation_negative_fraction: float = 0.5
+    #: Which of the anchor's graph links are never negatives (with ``graph_false_negatives``):
+    #: ``description`` (those under the pair's description) or ``any_link`` (all of them: the
+    #: ``unconditioned_anylink`` baseline, which cannot tell relations apart).
+    false_negative_scope: str = "description"
     #: Batches the sampler computes ahead on a worker thread while a step runs (0: none);
     #: the batches and the resume position are the same either way.
     prefetch_batches: int = 1
@@ -349,6 +356,9 @@ class RootConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     linkpred: LinkPredConfig = field(default_factory=LinkPredConfig)
+    #: The method's label in checkpoints and results tables (each experiment config sets its
+    #: own name); None: the ``experiment=`` choice, else the model variant.
+    method: Optional[str] = None
     #: A trained checkpoint (``python -m rcml_graph.evaluate checkpoint=runs/.../best.pt``).
     checkpoint: Optional[str] = None
     force: bool = False

@@ -201,7 +201,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
                          compile_loss=resolve_compile(t.compile_loss, device, not head.global_only))
     sampler = build_sampler(data, pairs, batch_size=t.batch_size,
                             positives_per_anchor=t.positives_per_anchor, seed=t.seed,
-                            hard_negatives=t.hard_negatives)
+                            hard_negatives=t.hard_negatives,
+                            relation_negative_fraction=t.relation_negative_fraction,
+                            false_negative_scope=t.false_negative_scope)
     if t.prefetch_batches < 0:
         raise ValueError(f"train.prefetch_batches={t.prefetch_batches!r}; accepted: an integer >= 0")
     sampler.prefetch = t.prefetch_batches
@@ -209,7 +211,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                                    max_queries=t.val_max_queries)
 
     config: dict[str, Any] = {
-        "method": experiment_name(variant.name),
+        "method": cfg.get("method") or experiment_name(variant.name),
         "variant": variant.name,
         "pairs": pairs,
         "head": kwargs,

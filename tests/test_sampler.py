@@ -229,6 +229,33 @@ def test_false_negative_mask_matches_brute_force(seed):
         assert torch.equal(false_negative_product_mask(b), by_product)
 
 
+@pytest.mark.parametrize("seed", [0, 3])
+def test_any_link_scope_masks_every_product_linked_to_the_anchor(seed):
+    data, triples = random_graph(seed)
+    linked = {(s, d) for s, d, _ in triples}
+    plain = RelationPairSampler(data, batch_size=6, positives_per_anchor=3, num_hard_negatives=2, seed=seed)
+    sampler = RelationPairSampler(data, batch_size=6, positives_per_anchor=3, num_hard_negatives=2,
+                                  seed=seed, false_negative_scope="any_link")
+    widened = 0
+    for b, narrow in zip(sampler, plain):
+        # same pairs and negatives: only the mask differs
+        assert torch.equal(b.src, narrow.src) and torch.equal(b.hard_neg, narrow.hard_neg)
+        mask = false_negative_mask(b, with_hard_negatives=True)
+        cols = torch.cat([b.dst, b.hard_neg.flatten()]).tolist()
+        src = b.src.tolist()
+        expected = torch.tensor([[(src[i], c) in linked or c == src[i] and bool(b.is_self[i])
+                                  for c in cols] for i in range(b.num_pairs)])
+        assert torch.equal(mask, expected)
+        narrow_mask = false_negative_mask(narrow, with_hard_negatives=True)
+        assert not (narrow_mask & ~mask).any()
+        widened += int((mask & ~narrow_mask).sum())
+        products = b.products.tolist()
+        by_product = torch.tensor([[(src[i], v) in linked or v == src[i] and bool(b.is_self[i])
+                                    for v in products] for i in range(b.num_pairs)])
+        assert torch.equal(false_negative_product_mask(b), by_product)
+    assert widened > 0  # the graph has anchors linked under several descriptions
+
+
 def test_false_negative_mask_known_answer(graph):
     sampler = RelationPairSampler(graph, batch_size=100, num_hard_negatives=0)
     (b,) = list(sampler)
@@ -305,6 +332,8 @@ def test_bad_arguments_raise(graph):
         RelationPairSampler(graph, batch_size=0)
     with pytest.raises(ValueError, match="relation_negative_fraction"):
         RelationPairSampler(graph, batch_size=2, relation_negative_fraction=1.5)
+    with pytest.raises(ValueError, match="false_negative_scope='all'; accepted: description, any_link"):
+        RelationPairSampler(graph, batch_size=2, false_negative_scope="all")
     del graph[edge_type("also_bought")].split
     with pytest.raises(ValueError, match="split"):
         RelationPairSampler(graph, batch_size=2)

@@ -34,9 +34,10 @@ class PairBatch:
         dst_local: (P,) position of ``dst`` in ``products``.
         hard_neg_local: (P, H) position of ``hard_neg`` in ``products``, -1 where none.
         false_negative_index: (2, F) ``(pair, local product)`` entries: product
-            ``products[u]`` is linked to pair ``i``'s anchor under its description, so it must
-            not be a negative for pair ``i``. Includes each pair's own target. See
-            :func:`false_negative_mask`.
+            ``products[u]`` is linked to pair ``i``'s anchor under its description (under any
+            description with the sampler's ``false_negative_scope="any_link"``; an entry may
+            then repeat), so it must not be a negative for pair ``i``. Includes each pair's
+            own target. See :func:`false_negative_mask`.
     """
 
     src: Tensor
@@ -83,7 +84,8 @@ def false_negative_mask(batch: PairBatch, with_hard_negatives: bool = False) -> 
         Bool tensor (P, P), or (P, P + P * H) with ``with_hard_negatives``: entry ``[i, j]``
         is True when column ``j``'s product is linked to ``batch.src[i]`` under
         ``batch.desc_id[i]`` in the training graph (the self relation links a product only
-        to itself), so it must not be a negative for pair ``i``. Columns are ``batch.dst``
+        to itself; any description under the sampler's ``false_negative_scope="any_link"``),
+        so it must not be a negative for pair ``i``. Columns are ``batch.dst``
         then ``batch.hard_neg.flatten()``; a missing hard negative (-1) is never True. The
         diagonal is True: a loss keeps ``(i, i)`` as the positive and drops the other True
         entries from the negatives.

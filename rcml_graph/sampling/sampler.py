@@ -43,7 +43,10 @@ False negatives
     its members up in the batch's product table: ``O(sum of group sizes)`` per batch instead
     of ``P^2`` membership tests. :func:`~rcml_graph.sampling.false_negative_mask` turns them
     into the dense (P, P) mask. Only train edges count, so validation and test links are not
-    leaked into training.
+    leaked into training. With ``false_negative_scope="any_link"`` the whole neighbourhood of
+    the anchor (every description of the sampler's relation kinds) is enumerated instead: no
+    product linked from the anchor is ever a negative, the masking a relation-free baseline
+    needs so that it is not asked to rank one linked product below another.
 
 Determinism
     Batch ``b`` of epoch ``e`` is a pure function of ``(seed, e, b)`` on a given device type,
@@ -74,6 +77,10 @@ from rcml_graph.sampling.products import BatchProductTable
 TRAIN_SPLIT: Final = 0
 
 _INDEX_DTYPES: Final = (torch.int32, torch.long)
+
+#: ``false_negative_scope`` values: products linked to the anchor under the pair's own
+#: description, or under any description.
+FALSE_NEGATIVE_SCOPES: Final = ("description", "any_link")
 
 
 class RelationPairSampler(EpochCursor):
@@ -123,6 +130,7 @@ class RelationPairSampler(EpochCursor):
         relation_negative_fraction: float = 0.5,
         rejection_rounds: int = 3,
         index_dtype: torch.dtype | None = None,
+        false_negative_scope: str = "description",
     ) -> None:
         for name, value, low in (("batch_size", batch_size, 1),
                                  ("positives_per_anchor", positives_per_anchor, 1),
@@ -133,6 +141,9 @@ class RelationPairSampler(EpochCursor):
         if not 0.0 <= relation_negative_fraction <= 1.0:
             raise ValueError(f"relation_negative_fraction={relation_negative_fraction!r}; "
                              "accepted: a probability in [0, 1]")
+        if false_negative_scope not in FALSE_NEGATIVE_SCOPES:
+            raise ValueError(f"false_negative_scope={false_negative_scope!r}; accepted: "
+                             f"{', '.join(FALSE_NEGATIVE_SCOPES)}")
         if index_dtype is not None and index_dtype not in _INDEX_DTYPES:
             raise ValueError(f"index_dtype={index_dtype!r}; accepted: None, torch.int32 or "
                              "torch.long")
@@ -144,6 +155,7 @@ class RelationPairSampler(EpochCursor):
         self.include_self_pairs = include_self_pairs
         self.relation_negative_fraction = relation_negative_fraction
         self.rejection_rounds = rejection_rounds
+        self.false_negative_scope = false_negative_scope
         self.seed = seed
         self.device = torch.device(device)
         self.relation_kinds = self._select_kinds(data, relation_kinds)
@@ -402,10 +414,10 @@ class RelationPairSampler(EpochCursor):
         other = self.pool.index_select(0, (nbr_pos + self.relation_offset) * ~own)
         nbr = other + own * (dst.index_select(0, nbr_row) - other)
 
+        pair_degree = torch.empty(num_pairs, dtype=index_dtype, device=device)
+        pair_degree[:num_pos] = per_pos[:, 2]
+        pair_degree[num_pos:] = degree[:num_pairs - num_pos]
         if self.num_hard_negatives:
-            pair_degree = torch.empty(num_pairs, dtype=index_dtype, device=device)
-            pair_degree[:num_pos] = per_pos[:, 2]
-            pair_degree[num_pos:] = degree[:num_pairs - num_pos]
             context = PairContext(src=src, category_start=pair_slot[:, 1],
                                   category_size=pair_slot[:, 2], pair_start=pair_slot[:, 3],
                                   degree=pair_degree, group_start=group_start,
@@ -422,6 +434,12 @@ class RelationPairSampler(EpochCursor):
         # negatives (a missing one stands in as its pair's target, present anyway)
         missing = hard_neg < 0
         stand_in = hard_neg + missing * (dst[:, None] + 1)
+        if self.false_negative_scope == "any_link":
+            # every neighbour of the anchor (its CSR row), the pair's own target among them
+            link_row, link_pos = expand_segments(pair_slot[:, 3], pair_degree)
+            linked = (link_row, self.pool.index_select(0, link_pos + self.relation_offset))
+        else:
+            linked = (nbr_row, nbr)
         table = self._product_table()
         products, local = table.index(
             torch.cat([anchor, dst[:num_pos], stand_in.flatten()]))
@@ -438,8 +456,7 @@ class RelationPairSampler(EpochCursor):
             is_self=torch.arange(num_pairs, device=device) >= num_pos,
             hard_neg=hard_neg.long(), hard_neg_kind=hard_kind, products=products,
             src_local=src_local, dst_local=dst_local, hard_neg_local=hard_neg_local,
-            false_negative_index=self._false_negative_index(table, nbr_row, nbr, dst_local,
-                                                            num_pos))
+            false_negative_index=self._false_negative_index(table, *linked, dst_local, num_pos))
 
     def _false_negative_index(self, table: BatchProductTable, nbr_row: Tensor, nbr: Tensor,
                               dst_local: Tensor, num_pos: int) -> Tensor:

@@ -146,7 +146,7 @@ RESUME_IDENTITY = ("method", "variant", "pairs", "head", "backbone", "processed_
 RESUME_TRAIN_IDENTITY = ("seed", "batch_size", "positives_per_anchor", "hard_negatives", "random_negatives",
                          "w_global", "w_inter", "w_intra", "lr", "backbone_lr", "weight_decay", "warmup_steps",
                          "min_lr_ratio", "backbone", "trainable_last_blocks", "graph_false_negatives",
-                         "mask_false_negatives")
+                         "mask_false_negatives", "relation_negative_fraction", "false_negative_scope")
 
 
 def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -79,16 +79,20 @@ def resolve_pairs(variant: Variant, pairs: str) -> str:
 
 def build_sampler(data: HeteroData, pairs: str, *, batch_size: int, positives_per_anchor: int,
                   seed: int, device: torch.device | str = "cpu",
-                  hard_negatives: int = 0) -> RelationPairSampler | SelfPairSampler:
+                  hard_negatives: int = 0, relation_negative_fraction: float = 0.5,
+                  false_negative_scope: str = "description") -> RelationPairSampler | SelfPairSampler:
     """Self pairs over every product (``pairs='self'``), or the relation sampler over the
-    training edges with one self pair per anchor slot (``'relations'``)."""
+    training edges with one self pair per anchor slot (``'relations'``; the last two
+    arguments are :class:`RelationPairSampler`'s, unused by self pairs)."""
     if pairs == "self":
         return SelfPairSampler(int(data[PRODUCT].num_nodes), batch_size=batch_size, seed=seed,
                                device=device)
     if pairs != "relations":
         raise ValueError(f"pairs={pairs!r}; accepted: self, relations")
     return RelationPairSampler(data, batch_size=batch_size, positives_per_anchor=positives_per_anchor,
-                               num_hard_negatives=hard_negatives, include_self_pairs=True, seed=seed, device=device)
+                               num_hard_negatives=hard_negatives, include_self_pairs=True, seed=seed, device=device,
+                               relation_negative_fraction=relation_negative_fraction,
+                               false_negative_scope=false_negative_scope)
 
 
 def build_head(kwargs: dict[str, Any], device: torch.device | str = "cpu") -> RCMLHead:

@@ -129,6 +129,7 @@ def test_checkpoint_holds_training_state_and_loads_weights_only(demo, tmp_path):
 @pytest.mark.parametrize("experiment,beta,pairs", [
     ("clip", 1.0, "self"), ("unconditioned", 1.0, "relations"), ("no_inter", 0.5, "self"),
     ("no_intra", 0.5, "relations"), ("relation_ids", 0.5, "relations"), ("rcml", 0.5, "relations"),
+    ("unconditioned_anylink", 1.0, "relations"),
 ])
 def test_experiments_compose_and_train(demo, tmp_path, experiment, beta, pairs):
     metrics = train(make_cfg(demo, tmp_path, f"experiment={experiment}", "train.epochs=1",
@@ -141,6 +142,8 @@ def test_experiments_compose_and_train(demo, tmp_path, experiment, beta, pairs):
         assert config["cfg"]["model"]["variant"] == "clip"
     if experiment == "relation_ids":
         assert config["head"]["relation_mode"] == "ids"
+    scope = "any_link" if experiment == "unconditioned_anylink" else "description"
+    assert config["cfg"]["train"]["false_negative_scope"] == scope and config["method"] == experiment
 
 
 def test_missing_cache_names_the_command(demo, tmp_path):
