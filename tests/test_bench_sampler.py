@@ -14,6 +14,15 @@ def load_bench():
     return module
 
 
+def test_bench_sampler_any_link_scope(tmp_path):
+    result = load_bench().main(["--products", "500", "--edges", "5000", "--categories", "5",
+                                "--descs-per-kind", "2", "--batch-size", "32", "--train-batch-size", "8",
+                                "--min-seconds", "0.01", "--threads", "1", "--workers", "1",
+                                "--false-negative-scope", "any_link", "--out", str(tmp_path / "s.json")])
+    assert result["throughput_batch"]["false_negative_scope"] == "any_link"
+    assert result["throughput_batch"]["pairs_per_s"] > 0
+
+
 def test_bench_sampler_writes_its_report(tmp_path):
     out = tmp_path / "sampler.json"
     result = load_bench().main(["--products", "3000", "--edges", "30000", "--categories", "20",
