@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--false-negative-scope", choices=FALSE_NEGATIVE_SCOPES, default="description",
                         help="any_link enumerates each pair's whole anchor neighbourhood for the "
                              "false-negative coordinates (the unconditioned_anylink baseline)")
+    parser.add_argument("--relation-negative-fraction", type=float, default=None,
+                        help="share of relation-specific hard negatives (default: 0.5, and 0 with "
+                             "--false-negative-scope any_link, which masks them all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     out = args.out or Path(__file__).parent / "results" / f"sampler_{args.device}.json"
 
+    fraction = args.relation_negative_fraction
+    if fraction is None:
+        fraction = 0.0 if args.false_negative_scope == "any_link" else 0.5
     t0 = time.perf_counter()
     data = synthetic_graph(args.products, args.edges, args.categories, args.descs_per_kind,
                            args.seed)
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     sampler = RelationPairSampler(
         data, batch_size=args.batch_size, positives_per_anchor=args.positives_per_anchor,
         num_hard_negatives=args.hard_negatives, seed=args.seed, device=device,
-        false_negative_scope=args.false_negative_scope)
+        false_negative_scope=args.false_negative_scope, relation_negative_fraction=fraction)
     synchronize(device)
     t2 = time.perf_counter()
     del data  # the sampler holds its own CSR
@@ -191,11 +197,14 @@ def main(argv: list[str] | None = None) -> dict:
     small = copy.copy(sampler)  # shares the CSR; only the batch size differs
     small.batch_size = args.train_batch_size
     small_pairs = [0]
+    masked = {"entries": 0, "pairs": 0}
 
     def sample_with_mask(i: int) -> int:
         batch = small.batch_at(0, i % len(small))
         mask = false_negative_mask(batch, with_hard_negatives=True)
         small_pairs[0] = batch.num_pairs
+        masked["entries"] += batch.false_negative_index.shape[1]
+        masked["pairs"] += batch.num_pairs
         return int(mask.shape[0])
 
     small_sec, _, _, _ = time_calls(sample_with_mask, device, warmup=3,
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
         "throughput_batch": {
             "batch_size_slots": args.batch_size, "positives_per_anchor": args.positives_per_anchor,
             "hard_negatives": args.hard_negatives, "pairs_per_batch": pairs // calls,
-            "false_negative_scope": args.false_negative_scope,
+            "false_negative_scope": args.false_negative_scope, "relation_negative_fraction": fraction,
             "ms_per_batch": round(sec_per_batch * 1e3, 3), "timed_batches": calls,
             "pairs_per_s": round(pairs_per_s), "positive_pairs_per_s": round(positive_pairs_per_s),
             "best_batch_pairs_per_s": round(best_pairs_per_s),
@@ -236,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
         "training_batch_with_dense_mask": {
             "batch_size_slots": args.train_batch_size, "pairs_per_batch": small_pairs[0],
             "ms_per_batch": round(small_sec * 1e3, 3),
+            # (pair, product) false-negative coordinates per pair, the pair's own target included
+            "false_negative_entries_per_pair": round(masked["entries"] / max(masked["pairs"], 1), 3),
         },
     }
     write_json_atomically(out, result)

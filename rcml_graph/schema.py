@@ -262,7 +262,8 @@ class EmbedConfig:
     """Options of ``python -m rcml_graph.embed`` (see ``rcml_graph.downstream.export_embeddings``).
 
     Attributes:
-        method: Label of the export folder; None takes the checkpoint's variant (``rcml``, ``clip``).
+        method: Label of the export folder; None takes the checkpoint's method (``rcml``, ``clip``,
+            ``no_inter``), else its variant.
         descriptions: Extra description strings to condition on (``description/<i>`` keys).
         batch_size: Products per encoder call.
         device: Where the encoder runs.

@@ -15,12 +15,18 @@ def load_bench():
 
 
 def test_bench_sampler_any_link_scope(tmp_path):
-    result = load_bench().main(["--products", "500", "--edges", "5000", "--categories", "5",
-                                "--descs-per-kind", "2", "--batch-size", "32", "--train-batch-size", "8",
-                                "--min-seconds", "0.01", "--threads", "1", "--workers", "1",
-                                "--false-negative-scope", "any_link", "--out", str(tmp_path / "s.json")])
-    assert result["throughput_batch"]["false_negative_scope"] == "any_link"
-    assert result["throughput_batch"]["pairs_per_s"] > 0
+    bench = load_bench()
+    results = {scope: bench.main(["--products", "500", "--edges", "5000", "--categories", "5",
+                                  "--descs-per-kind", "2", "--batch-size", "32", "--train-batch-size", "8",
+                                  "--min-seconds", "0.01", "--threads", "1", "--workers", "1",
+                                  "--false-negative-scope", scope, "--out", str(tmp_path / f"{scope}.json")])
+               for scope in ("description", "any_link")}
+    assert results["any_link"]["throughput_batch"]["false_negative_scope"] == "any_link"
+    assert results["any_link"]["throughput_batch"]["relation_negative_fraction"] == 0.0
+    # ~20 links per product under 8 descriptions: the whole neighbourhood is several times a group
+    per_pair = {scope: r["training_batch_with_dense_mask"]["false_negative_entries_per_pair"]
+                for scope, r in results.items()}
+    assert per_pair["any_link"] > 3 * per_pair["description"] >= 3
 
 
 def test_bench_sampler_writes_its_report(tmp_path):

@@ -232,10 +232,12 @@ def test_false_negative_mask_matches_brute_force(seed):
 @pytest.mark.parametrize("seed", [0, 3])
 def test_any_link_scope_masks_every_product_linked_to_the_anchor(seed):
     data, triples = random_graph(seed)
-    linked = {(s, d) for s, d, _ in triples}
-    plain = RelationPairSampler(data, batch_size=6, positives_per_anchor=3, num_hard_negatives=2, seed=seed)
+    # either direction: the graph's buy_after_viewing edges are directed
+    linked = {(s, d) for s, d, _ in triples} | {(d, s) for s, d, _ in triples}
+    plain = RelationPairSampler(data, batch_size=6, positives_per_anchor=3, num_hard_negatives=2, seed=seed,
+                                relation_negative_fraction=0.0)
     sampler = RelationPairSampler(data, batch_size=6, positives_per_anchor=3, num_hard_negatives=2,
-                                  seed=seed, false_negative_scope="any_link")
+                                  seed=seed, false_negative_scope="any_link", relation_negative_fraction=0.0)
     widened = 0
     for b, narrow in zip(sampler, plain):
         # same pairs and negatives: only the mask differs
@@ -334,6 +336,8 @@ def test_bad_arguments_raise(graph):
         RelationPairSampler(graph, batch_size=2, relation_negative_fraction=1.5)
     with pytest.raises(ValueError, match="false_negative_scope='all'; accepted: description, any_link"):
         RelationPairSampler(graph, batch_size=2, false_negative_scope="all")
+    with pytest.raises(ValueError, match="relation_negative_fraction=0.5 with false_negative_scope='any_link'"):
+        RelationPairSampler(graph, batch_size=2, false_negative_scope="any_link")
     del graph[edge_type("also_bought")].split
     with pytest.raises(ValueError, match="split"):
         RelationPairSampler(graph, batch_size=2)

@@ -351,7 +351,8 @@ def export_checkpoint(
 ) -> Path:
     """Load a trained checkpoint (``ConditionedEncoder``) and :func:`export_embeddings` it.
 
-    ``method`` defaults to the checkpoint's variant; ``out_dir`` to
+    ``method`` defaults to the checkpoint's method label (its ``experiment=`` name: ``no_inter``
+    and ``rcml`` share a variant), else its variant; ``out_dir`` to
     ``<data_root>/<domain>/embeddings/<method>``. Returns the export folder.
     """
     if not Path(checkpoint).is_file():
@@ -359,7 +360,7 @@ def export_checkpoint(
     from rcml_graph.training.encoder import ConditionedEncoder  # the training stack, only when needed
 
     encoder = ConditionedEncoder.from_checkpoint(checkpoint, device=device)
-    method = method or str(encoder.config.get("variant") or "rcml")
+    method = method or str(encoder.config.get("method") or encoder.config.get("variant") or "rcml")
     out_dir = Path(out_dir) if out_dir is not None else Path(data_root) / domain / "embeddings" / method
     return export_embeddings(encoder, data, out_dir, method=method, descriptions=descriptions,
                              checkpoint=checkpoint, graph_sha256=graph_sha256, batch_size=batch_size)

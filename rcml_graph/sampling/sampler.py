@@ -43,10 +43,12 @@ False negatives
     its members up in the batch's product table: ``O(sum of group sizes)`` per batch instead
     of ``P^2`` membership tests. :func:`~rcml_graph.sampling.false_negative_mask` turns them
     into the dense (P, P) mask. Only train edges count, so validation and test links are not
-    leaked into training. With ``false_negative_scope="any_link"`` the whole neighbourhood of
-    the anchor (every description of the sampler's relation kinds) is enumerated instead: no
-    product linked from the anchor is ever a negative, the masking a relation-free baseline
-    needs so that it is not asked to rank one linked product below another.
+    leaked into training. With ``false_negative_scope="any_link"`` every product linked to the
+    anchor in either direction (any description of the sampler's relation kinds, directed kinds
+    included both ways) is enumerated instead, from a symmetric link CSR: no such product is
+    ever a negative, the masking a relation-free (symmetric) baseline needs so that it is not
+    asked to rank one linked product below another. Hard-negative draws are still rejected
+    against the pair's own description group only, so a few same-category draws end up masked.
 
 Determinism
     Batch ``b`` of epoch ``e`` is a pure function of ``(seed, e, b)`` on a given device type,
@@ -79,7 +81,7 @@ TRAIN_SPLIT: Final = 0
 _INDEX_DTYPES: Final = (torch.int32, torch.long)
 
 #: ``false_negative_scope`` values: products linked to the anchor under the pair's own
-#: description, or under any description.
+#: description, or linked to it at all (any description, either direction).
 FALSE_NEGATIVE_SCOPES: Final = ("description", "any_link")
 
 
@@ -144,6 +146,11 @@ class RelationPairSampler(EpochCursor):
         if false_negative_scope not in FALSE_NEGATIVE_SCOPES:
             raise ValueError(f"false_negative_scope={false_negative_scope!r}; accepted: "
                              f"{', '.join(FALSE_NEGATIVE_SCOPES)}")
+        if false_negative_scope == "any_link" and relation_negative_fraction > 0:
+            raise ValueError(f"relation_negative_fraction={relation_negative_fraction!r} with "
+                             "false_negative_scope='any_link', which masks every product linked to "
+                             "the anchor, so each relation-specific hard negative would be masked; "
+                             "accepted: relation_negative_fraction=0 with any_link")
         if index_dtype is not None and index_dtype not in _INDEX_DTYPES:
             raise ValueError(f"index_dtype={index_dtype!r}; accepted: None, torch.int32 or "
                              "torch.long")
@@ -175,6 +182,8 @@ class RelationPairSampler(EpochCursor):
                              "None or torch.long for this graph")
         #: dtype of the index structures and the per-batch index arithmetic.
         self.index_dtype = index_dtype
+        if false_negative_scope == "any_link":
+            self._build_link_csr(src, dst)
         self._build_csr(src, dst, desc)
         self._build_categories(data)
         self._build_slots()
@@ -235,6 +244,18 @@ class RelationPairSampler(EpochCursor):
         not_loop = src != dst
         return (src[not_loop].to(self.device), dst[not_loop].to(self.device),
                 desc[not_loop].to(self.device))
+
+    def _build_link_csr(self, src: Tensor, dst: Tensor) -> None:
+        """``link_rowptr``/``link_col``: each product's distinct training links in either
+        direction, whatever the description (the ``any_link`` false negatives)."""
+        n = self.num_products
+        key = torch.cat([src * n + dst, dst * n + src]).unique()  # sorted by (source, target)
+        #: (N + 1,) offsets into :attr:`link_col` (``any_link`` scope only).
+        self.link_rowptr = torch.zeros(n + 1, dtype=torch.long, device=self.device)
+        self.link_rowptr[1:] = torch.cumsum(torch.bincount(key // n, minlength=n), 0)
+        self.link_rowptr = self.link_rowptr.to(self.index_dtype)
+        #: every product linked to the row's product.
+        self.link_col = (key % n).to(self.index_dtype)
 
     def _build_csr(self, src: Tensor, dst: Tensor, desc: Tensor) -> None:
         """Sort and deduplicate pairs by (src, desc, dst); CSR over anchors and groups."""
@@ -414,10 +435,10 @@ class RelationPairSampler(EpochCursor):
         other = self.pool.index_select(0, (nbr_pos + self.relation_offset) * ~own)
         nbr = other + own * (dst.index_select(0, nbr_row) - other)
 
-        pair_degree = torch.empty(num_pairs, dtype=index_dtype, device=device)
-        pair_degree[:num_pos] = per_pos[:, 2]
-        pair_degree[num_pos:] = degree[:num_pairs - num_pos]
         if self.num_hard_negatives:
+            pair_degree = torch.empty(num_pairs, dtype=index_dtype, device=device)
+            pair_degree[:num_pos] = per_pos[:, 2]
+            pair_degree[num_pos:] = degree[:num_pairs - num_pos]
             context = PairContext(src=src, category_start=pair_slot[:, 1],
                                   category_size=pair_slot[:, 2], pair_start=pair_slot[:, 3],
                                   degree=pair_degree, group_start=group_start,
@@ -435,9 +456,11 @@ class RelationPairSampler(EpochCursor):
         missing = hard_neg < 0
         stand_in = hard_neg + missing * (dst[:, None] + 1)
         if self.false_negative_scope == "any_link":
-            # every neighbour of the anchor (its CSR row), the pair's own target among them
-            link_row, link_pos = expand_segments(pair_slot[:, 3], pair_degree)
-            linked = (link_row, self.pool.index_select(0, link_pos + self.relation_offset))
+            # every product linked to the anchor either way, the pair's own target among them
+            link_start = self.link_rowptr.index_select(0, src)
+            link_row, link_pos = expand_segments(
+                link_start, self.link_rowptr.index_select(0, src + 1) - link_start)
+            linked = (link_row, self.link_col.index_select(0, link_pos))
         else:
             linked = (nbr_row, nbr)
         table = self._product_table()

@@ -348,8 +348,16 @@ def fit(
             scaler.load_state_dict(state["scaler"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
         saved_position = state.get("sampler") or {}
-        if (int(saved_position.get("epoch", -1)) == start_epoch
-                and 0 < int(saved_position.get("batch", 0)) < steps_per_epoch):
+        saved_epoch, saved_batch = int(saved_position.get("epoch", -1)), int(saved_position.get("batch", 0))
+        if 0 < saved_batch < steps_per_epoch and saved_epoch in (start_epoch, start_epoch - 1):
+            if saved_epoch == start_epoch - 1:
+                # written before e13c02e: a max_steps stop counted its unfinished epoch as done
+                log.warning("%s stopped inside epoch %d (batch %d of %d) but counts it as finished "
+                            "(a checkpoint from before resumable max_steps stops): training that "
+                            "epoch's remaining batches first; its early-stopping state already "
+                            "holds the partial epoch's validation", resume, saved_epoch, saved_batch,
+                            steps_per_epoch)
+                start_epoch = saved_epoch
             resume_position = saved_position
         stopping = _EarlyStopping(**state["early_stopping"])
         metrics_out = dict(state.get("metrics", {}))
@@ -399,6 +407,8 @@ def fit(
     epoch = start_epoch
     # epochs trained so far, fractional for an unfinished one (reported as "epoch")
     position = epoch + (int(resume_position["batch"]) / steps_per_epoch if resume_position else 0.0)
+    # the validation at a max_steps stop inside an epoch, when it beats every epoch-end one
+    partial_best: tuple[float, float] = (-math.inf, -1.0)
     try:
         while not finished and epoch < options.epochs:
             skipped = 0
@@ -469,9 +479,9 @@ def fit(
             }
             batches_done = skipped + loss_count
             # max_steps can end the run inside an epoch: the model is validated (the run's final
-            # metrics; best.pt if it improved) but the epoch stays unfinished in the checkpoint,
-            # so that a resume with a longer schedule trains its remaining batches, and it does
-            # not count as an epoch without improvement.
+            # metrics; best.pt if it beats every epoch-end validation) but the epoch stays
+            # unfinished in the checkpoint, so that a resume with a longer schedule trains its
+            # remaining batches, and the validation stays out of the early-stopping state.
             partial = batches_done < steps_per_epoch
             if not partial:
                 epoch += 1
@@ -481,12 +491,17 @@ def fit(
             improved = False
             if options.monitor in val:
                 value = val[options.monitor]
-                improved = value > stopping.best
-                if improved:
-                    stopping.best, stopping.best_epoch, stopping.bad_epochs = value, position, 0
-                elif not partial:
-                    stopping.bad_epochs += 1
-            stopping.history.append({"epoch": position, **epoch_metrics})
+                improved = value > max(stopping.best, partial_best[0])
+                if not partial:
+                    if value > stopping.best:
+                        stopping.best, stopping.best_epoch, stopping.bad_epochs = value, position, 0
+                    else:
+                        stopping.bad_epochs += 1
+                elif improved:
+                    # reported and kept as best.pt, but outside the early-stopping state, so
+                    # that a resumed run stops and picks best.pt as an uninterrupted one would
+                    partial_best = (value, position)
+            stopping.history.append({"epoch": position, **epoch_metrics, **({"partial": 1.0} if partial else {})})
             metrics_out.update(epoch_metrics)
             logger.log(epoch_metrics, step, epoch)
             if options.patience is not None and stopping.bad_epochs >= options.patience:
@@ -507,8 +522,8 @@ def fit(
         **metrics_out,
         "epoch": float(position),
         "step": float(step),
-        "best_epoch": float(stopping.best_epoch),
-        f"best/{options.monitor}": float(stopping.best),
+        "best_epoch": float(max(partial_best, (stopping.best, stopping.best_epoch))[1]),
+        f"best/{options.monitor}": float(max(partial_best[0], stopping.best)),
     }
     if dist_info.is_main:
         atomic_write_json(run_dir / "metrics.json", final)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import rcml_graph.train as train_module
 from rcml_graph.backbones import build_backbone
 from rcml_graph.cli import CONFIG_DIR, register_configs
 from rcml_graph.data.demo import generate_demo
@@ -17,7 +18,7 @@ from rcml_graph.data.graph import GraphSettings
 from rcml_graph.data.pipeline import build_domain
 from rcml_graph.feature_cache import build_feature_cache
 from rcml_graph.train import train
-from rcml_graph.training import TensorFeatures, load_checkpoint
+from rcml_graph.training import TensorFeatures, load_checkpoint, save_checkpoint
 from rcml_graph.training.encoder import ConditionedEncoder
 
 NUM_PRODUCTS = 300
@@ -262,3 +263,61 @@ def test_max_steps_stop_inside_an_epoch_resumes_its_remaining_batches(demo, tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # the validation at step 3 may have picked best.pt; the final validation is the same
     assert resumed["val/hit@5"] == full["val/hit@5"] and resumed["val/mrr"] == full["val/mrr"]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_checkpoint(a / "checkpoints" / "last.pt")["modules"], load_checkpoint(b / "checkpoints" / "last.pt")["modules"]
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_max_steps_cuts_leave_early_stopping_as_an_uninterrupted_run_has_it(demo, tmp_path):
+    # patience 1 on val/mrr: a validation inside an epoch that beat the next epoch-end one used
+    # to become the bar, so the resumed run stopped an epoch early
+    common = ("train.epochs=3", "train.patience=1", "train.monitor=val/mrr", "train.warmup_steps=0",
+              "train.min_lr_ratio=1.0", "train.validate_before=false")
+    full = train(make_cfg(demo, tmp_path / "full", *common, "train.max_steps=null"))
+    per_epoch = int(full["step"] / full["epoch"])
+    for i, cut in enumerate((per_epoch + 1, per_epoch + 3)):
+        part = train(make_cfg(demo, tmp_path / "cut", *common, f"train.max_steps={cut}",
+                              *(["train.resume=latest"] if i else [])))
+        assert part["step"] == cut and part["epoch"] == 1 + (cut - per_epoch) / per_epoch
+    resumed = train(make_cfg(demo, tmp_path / "cut", *common, "train.max_steps=null", "train.resume=latest"))
+    assert resumed["step"] == full["step"] and resumed["epoch"] == full["epoch"]
+    assert resumed["best_epoch"] == full["best_epoch"] and resumed["best/val/mrr"] == full["best/val/mrr"]
+    assert same_weights(tmp_path / "full", tmp_path / "cut")
+    history = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["early_stopping"]["history"]
+    assert [h.get("partial", 0.0) for h in history] == [0.0, 1.0, 1.0] + [0.0] * (len(history) - 3)
+
+
+def test_checkpoint_from_before_resumable_cuts_trains_the_rest_of_its_epoch(demo, tmp_path):
+    common = ("train.epochs=2", "train.patience=null", "train.warmup_steps=0", "train.min_lr_ratio=1.0",
+              "train.validate_before=false")
+    full = train(make_cfg(demo, tmp_path / "full", *common, "train.max_steps=null"))
+    train(make_cfg(demo, tmp_path / "old", *common, "train.max_steps=3"))
+    last = tmp_path / "old" / "checkpoints" / "last.pt"
+    state = load_checkpoint(last)
+    assert state["epoch"] == 0 and state["sampler"]["batch"] == 3
+    state["epoch"] = 1  # what the loop wrote before e13c02e: the cut epoch counted as finished
+    save_checkpoint(last, state)
+    resumed = train(make_cfg(demo, tmp_path / "old", *common, "train.max_steps=null", "train.resume=latest"))
+    assert resumed["step"] == full["step"] and same_weights(tmp_path / "full", tmp_path / "old")
+
+
+def test_experiment_settings_reach_the_sampler(demo, tmp_path, monkeypatch):
+    built = []
+    original = train_module.build_sampler
+
+    def spy(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(train_module, "build_sampler", spy)
+    train(make_cfg(demo, tmp_path / "a", "experiment=unconditioned_anylink", "train.epochs=1", "train.max_steps=1",
+                   "train.validate_before=false"))
+    train(make_cfg(demo, tmp_path / "b", "train.epochs=1", "train.max_steps=1", "train.validate_before=false",
+                   "train.relation_negative_fraction=0.25"))
+    assert [(s.false_negative_scope, s.relation_negative_fraction) for s in built] == [
+        ("any_link", 0.0), ("description", 0.25)]
+    with pytest.raises(ValueError, match="relation_negative_fraction=0.5 with false_negative_scope='any_link'"):
+        train(make_cfg(demo, tmp_path / "c", "experiment=unconditioned", "train.false_negative_scope=any_link",
+                       "train.max_steps=1"))
