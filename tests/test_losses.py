@@ -174,8 +174,10 @@ def _loss_and_grads(features: list[torch.Tensor], src_key, dst_key, image_valid,
 
 
 def _ddp_worker(rank: int, port: int, out_dir: str, legacy_gather: bool) -> None:
-    if legacy_gather:  # the torch < 2.14 path: distributed.nn.functional.all_gather
+    if legacy_gather:  # the torch < 2.14 path (and CPU's): distributed.nn.functional.all_gather
         losses._all_gather_single_autograd = None
+    else:  # the functional collective, which CUDA tensors use
+        losses.FUNCTIONAL_GATHER_ON_CPU = True
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=timedelta(seconds=30)
     )
