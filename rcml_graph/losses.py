@@ -245,7 +245,8 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     # collective; both sum the ranks' gradients in backward (a reduce-scatter). On CPU (gloo)
     # the synchronous one is kept: with the functional collective, two-rank gloo test runs
     # aborted now and then with heap corruption ("malloc(): unaligned tcache chunk detected",
-    # SIGSEGV), 3 of ~20 runs in sessions 16-17, and 0 of 12 with the synchronous gather.
+    # SIGSEGV): tests/training/test_ddp.py failed 4 of 46 times in session 17, and 0 of 52
+    # with the synchronous gather (root cause not found).
     if _all_gather_single_autograd is not None and (tensor.device.type != "cpu" or FUNCTIONAL_GATHER_ON_CPU):
         return _all_gather_single_autograd(tensor.contiguous(), 0, dist.group.WORLD)
     with warnings.catch_warnings():
