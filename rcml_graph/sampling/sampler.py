@@ -67,6 +67,7 @@ import threading
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
+from torch_geometric.utils import to_undirected
 
 from rcml_graph.relations import PRODUCT, RELATION_KINDS, check_kind, edge_type
 from rcml_graph.sampling.batch import PairBatch
@@ -249,13 +250,13 @@ class RelationPairSampler(EpochCursor):
         """``link_rowptr``/``link_col``: each product's distinct training links in either
         direction, whatever the description (the ``any_link`` false negatives)."""
         n = self.num_products
-        key = torch.cat([src * n + dst, dst * n + src]).unique()  # sorted by (source, target)
+        row, col = to_undirected(torch.stack([src, dst]), num_nodes=n)  # deduplicated, sorted by row
         #: (N + 1,) offsets into :attr:`link_col` (``any_link`` scope only).
         self.link_rowptr = torch.zeros(n + 1, dtype=torch.long, device=self.device)
-        self.link_rowptr[1:] = torch.cumsum(torch.bincount(key // n, minlength=n), 0)
+        self.link_rowptr[1:] = torch.cumsum(torch.bincount(row, minlength=n), 0)
         self.link_rowptr = self.link_rowptr.to(self.index_dtype)
         #: every product linked to the row's product.
-        self.link_col = (key % n).to(self.index_dtype)
+        self.link_col = col.to(self.index_dtype)
 
     def _build_csr(self, src: Tensor, dst: Tensor, desc: Tensor) -> None:
         """Sort and deduplicate pairs by (src, desc, dst); CSR over anchors and groups."""

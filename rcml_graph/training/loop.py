@@ -491,16 +491,16 @@ def fit(
             improved = False
             if options.monitor in val:
                 value = val[options.monitor]
-                improved = value > max(stopping.best, partial_best[0])
-                if not partial:
-                    if value > stopping.best:
-                        stopping.best, stopping.best_epoch, stopping.bad_epochs = value, position, 0
-                    else:
-                        stopping.bad_epochs += 1
-                elif improved:
+                improved = value > stopping.best
+                if partial:  # the run's last validation: partial_best was unset until now
                     # reported and kept as best.pt, but outside the early-stopping state, so
                     # that a resumed run stops and picks best.pt as an uninterrupted one would
-                    partial_best = (value, position)
+                    if improved:
+                        partial_best = (value, position)
+                elif improved:
+                    stopping.best, stopping.best_epoch, stopping.bad_epochs = value, position, 0
+                else:
+                    stopping.bad_epochs += 1
             stopping.history.append({"epoch": position, **epoch_metrics, **({"partial": 1.0} if partial else {})})
             metrics_out.update(epoch_metrics)
             logger.log(epoch_metrics, step, epoch)

@@ -56,6 +56,11 @@ def make_cfg(root: Path, run_dir: Path, *overrides: str):
             "show_progress=false", *overrides])
 
 
+def same_weights(a: Path, b: Path) -> bool:
+    x, y = load_checkpoint(a / "checkpoints" / "last.pt")["modules"], load_checkpoint(b / "checkpoints" / "last.pt")["modules"]
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
 def test_learning_raises_val_hit5_above_untrained(demo, tmp_path):
     metrics = train(make_cfg(demo, tmp_path, "train.epochs=6", "train.lr=1e-2", "train.patience=null"))
     assert metrics["init/val/hit@5"] < 0.4  # 21 candidates: chance is 5/21
@@ -97,9 +102,7 @@ def test_resume_after_kill_matches_uninterrupted_run(demo, tmp_path):
     assert {k: v for k, v in resumed.items() if k not in timing} == {
         k: v for k, v in full.items() if k not in timing}
     assert resumed["val/hit@5"] == full["val/hit@5"] and not math.isnan(full["val/hit@5"])
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["modules"]
-    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["modules"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "full", tmp_path / "split")
 
 
 def test_resume_refuses_another_runs_checkpoint(demo, tmp_path):
@@ -258,16 +261,9 @@ def test_max_steps_stop_inside_an_epoch_resumes_its_remaining_batches(demo, tmp_
     resumed = train(make_cfg(demo, tmp_path / "split", *common, "train.max_steps=null", "train.resume=latest"))
     # before the fix the resume started epoch 1 and ended at 3 + per_epoch steps
     assert resumed["step"] == full["step"] and resumed["epoch"] == 2.0
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["modules"]
-    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")["modules"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(tmp_path / "full", tmp_path / "split")
     # the validation at step 3 may have picked best.pt; the final validation is the same
     assert resumed["val/hit@5"] == full["val/hit@5"] and resumed["val/mrr"] == full["val/mrr"]
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    x, y = load_checkpoint(a / "checkpoints" / "last.pt")["modules"], load_checkpoint(b / "checkpoints" / "last.pt")["modules"]
-    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
 def test_max_steps_cuts_leave_early_stopping_as_an_uninterrupted_run_has_it(demo, tmp_path):
